@@ -332,7 +332,8 @@ def generate_reports(
             pid, rid = f"p{patient_num[p]}", f"s{study_num[i]}"
         else:
             pid = f"train_{patient_num[p] - 10_000_000}"
-            rid = f"{pid}_{'abcdefgh'[min(i - int(np.searchsorted(patient_of, p)), 7)]}_1"
+            k = i - int(np.searchsorted(patient_of, p))  # scan index within the patient
+            rid = f"{pid}_{chr(97 + k % 26)}_{1 + k // 26}"  # CT-RATE VolumeName without .nii.gz
         ids.append(rid)
         pids.append(pid)
         findings.append(f)

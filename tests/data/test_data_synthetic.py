@@ -172,3 +172,20 @@ def test_unknown_kind():
 
 def test_label_sets_known():
     assert len(CTRATE) == 18
+
+
+def test_ct_reports():
+    ds = generate_reports(kind="ct", n=1500, seed=2)
+    meta = dataset_meta(ds)
+    assert (meta.label_set, meta.source, meta.credentialed) == ("ctrate", "synthetic-ct", False)
+    assert all(len(r) == len(CTRATE) for r in ds["labels"])
+    assert all(t.startswith("Clinical Information:") and "\nFindings: " in t for t in ds["text"][:20])
+    assert all(i.startswith(p + "_") for i, p in zip(ds["id"], ds["patient_id"], strict=True))
+    y = binary_labels(ds)
+    assert 0.3 < y[:, CTRATE.index("Lung nodule")].mean() < 0.6
+    assert y[:, CTRATE.index("Pericardial effusion")].mean() < 0.15
+    calc = y[:, CTRATE.index("Arterial wall calcification")]
+    coro = y[:, CTRATE.index("Coronary artery wall calcification")]
+    assert coro[calc == 1].mean() > 2 * coro.mean()
+    words = np.array([len(f.split()) for f in ds["findings"]])
+    assert 40 <= np.median(words) <= 120
