@@ -22,6 +22,7 @@ label set); this module only compiles and applies them. Per report:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from bisect import bisect_right
@@ -39,13 +40,22 @@ RULES_PACKAGE = "dpcore.labeling"
 TRIGGERS_FILE = "triggers.yml"
 
 # Trigger categories; the pre/post split decides on which side of a mention they act.
-NEG, UNC, PSEUDO, TERM = "neg", "unc", "pseudo", "term"
-_PRE_CATEGORIES = {"pre_negation": NEG, "pre_negation_short": NEG, "pre_uncertainty": UNC, "pseudo": PSEUDO}
-_POST_CATEGORIES = {"post_negation": NEG, "post_uncertainty": UNC}
+NEG, UNC, PSEUDO, TERM, IGNORE, AFFIRM = "neg", "unc", "pseudo", "term", "ignore", "affirm"
+_PRE_CATEGORIES = {
+    "pre_negation": NEG,
+    "pre_negation_short": NEG,
+    "pre_uncertainty": UNC,
+    "pseudo": PSEUDO,
+    "pre_ignore": IGNORE,
+}
+_POST_CATEGORIES = {"post_negation": NEG, "post_uncertainty": UNC, "post_affirm": AFFIRM}
 
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?;](?= |$)")
+
+
+_REGULAR, _NEUTRAL, _NEGATIVE = 0, 1, 2  # kinds of mention phrase
 
 
 def _read_rules_file(name: str) -> tuple[dict[str, Any], bytes]:
@@ -74,17 +84,32 @@ class _LabelRules:
     mention: re.Pattern[str] | None
     neutral: re.Pattern[str] | None
     unmention: re.Pattern[str] | None
+    negative: re.Pattern[str] | None
 
 
-def normalize(text: str) -> tuple[str, list[int]]:
+def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[str, list[int]]:
     """Lower-cased text with single spaces, and the offsets where its sentences end.
+
+    ``abbreviations`` (lower-case, from ``triggers.yml``) are expanded first, so that "pl." does not
+    end a sentence and "w/o" reads as "without".
 
     >>> normalize("No effusion.\\n\\nHeart   size 2.5 cm; stable")
     ('no effusion. . heart size 2.5 cm; stable', [12, 14, 33])
+    >>> normalize("No pl. effusion w/o PTX", {"pl.": "pleural", "w/o": "without"})[0]
+    'no pleural effusion without ptx'
     """
-    t = _BLANK_LINE.sub(" . ", text.lower())
+    t = text.lower()
+    if abbreviations:
+        t = _abbreviation_regex(tuple(abbreviations)).sub(lambda m: abbreviations[m.group(0)], t)
+    t = _BLANK_LINE.sub(" . ", t)
     t = _SPACES.sub(" ", t).strip()
     return t, [m.end() for m in _SENTENCE_END.finditer(t)]
+
+
+@functools.lru_cache(maxsize=8)
+def _abbreviation_regex(keys: tuple[str, ...]) -> re.Pattern[str]:
+    alts = sorted(keys, key=len, reverse=True)
+    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![a-z0-9])")
 
 
 class RuleTeacher:
@@ -106,6 +131,9 @@ class RuleTeacher:
         self.max_pre_words = int(triggers.get("max_pre_words", 12))
         self.max_post_words = int(triggers.get("max_post_words", 6))
         self.max_short_words = int(triggers.get("max_short_words", 3))
+        self.abbreviations = {
+            str(k).lower(): str(v) for k, v in (triggers.get("abbreviations") or {}).items()
+        }
         # (category, polarity, regex); polarity is NEG/UNC/PSEUDO/TERM.
         self._triggers: list[tuple[str, str, re.Pattern[str]]] = []
         for key, pol in [*_PRE_CATEGORIES.items(), *_POST_CATEGORIES.items(), ("termination", TERM)]:
@@ -125,6 +153,7 @@ class RuleTeacher:
                     compile_phrases(entry.get("mention") or []),
                     compile_phrases(entry.get("neutral") or []),
                     compile_phrases(entry.get("unmention") or []),
+                    compile_phrases(entry.get("negative") or []),
                 )
             )
         # Quick reject: a report without any mention phrase needs no trigger scan.
@@ -157,13 +186,13 @@ class RuleTeacher:
         >>> RuleTeacher().explain("No pneumothorax.")
         [('Pneumothorax', 'pneumothorax', 0)]
         """
-        t, _ = normalize(text)
+        t, _ = normalize(text, self.abbreviations)
         return [(self.label_set.labels[i], t[s:e], v) for i, v, s, e in self.mentions(text)]
 
     # -- engine -----------------------------------------------------------------------------------
     def mentions(self, text: str) -> list[tuple[int, int, int, int]]:
         """Classified mentions of ``text`` as (label index, value, start, end) in normalized text."""
-        t, bounds = normalize(text)
+        t, bounds = normalize(text, self.abbreviations)
         if not t or self._any_mention is None or self._any_mention.search(t) is None:
             return []
         found = self._find_mentions(t)
@@ -172,25 +201,31 @@ class RuleTeacher:
         pre, post, term = self._find_triggers(t)
         term_starts = [s for s, _ in term]
         out = []
-        for s, e, label, neutral in found:
-            value = self._classify(t, bounds, s, e, pre, post, term_starts)
-            if neutral and value == 1:
+        for s, e, label, kind in found:
+            if kind == _NEGATIVE:
+                out.append((label, 0, s, e))
+                continue
+            value, affirmed = self._classify(t, bounds, s, e, pre, post, term_starts)
+            if value is None or (kind == _NEUTRAL and value == 1 and not affirmed):
                 continue  # "heart size" alone says nothing about cardiomegaly
             out.append((label, value, s, e))
         return out
 
-    def _find_mentions(self, t: str) -> list[tuple[int, int, int, bool]]:
-        found: list[tuple[int, int, int, bool]] = []
+    def _find_mentions(self, t: str) -> list[tuple[int, int, int, int]]:
+        found: list[tuple[int, int, int, int]] = []
         for lr in self._labels:
-            spans: list[tuple[int, int, int, bool]] = []
-            if lr.mention is not None:
-                spans += [(m.start(), m.end(), lr.index, False) for m in lr.mention.finditer(t)]
-            if lr.neutral is not None:
-                regular = [(s, e) for s, e, _, _ in spans]
-                for m in lr.neutral.finditer(t):
+            spans: list[tuple[int, int, int, int]] = []
+            if lr.negative is not None:
+                spans += [(m.start(), m.end(), lr.index, _NEGATIVE) for m in lr.negative.finditer(t)]
+            for rx, kind in ((lr.mention, _REGULAR), (lr.neutral, _NEUTRAL)):
+                if rx is None:
+                    continue
+                taken = [(s, e) for s, e, _, _ in spans]
+                for m in rx.finditer(t):
                     s, e = m.span()
-                    if not any(s < re_ and rs < e for rs, re_ in regular):
-                        spans.append((s, e, lr.index, True))
+                    # Same-label overlaps: negative phrases, then mentions, then neutral ones win.
+                    if not any(s < te and ts < e for ts, te in taken):
+                        spans.append((s, e, lr.index, kind))
             if spans and lr.unmention is not None:
                 un = [m.span() for m in lr.unmention.finditer(t)]
                 if un:
@@ -243,7 +278,8 @@ class RuleTeacher:
         pre: list[tuple[int, int, str, int]],
         post: list[tuple[int, int, str]],
         term_starts: list[int],
-    ) -> int:
+    ) -> tuple[int | None, bool]:
+        """(value, affirmed) of one mention; value None = drop it (e.g. "correlation for infection")."""
         sent = bisect_right(bounds, s)
         sent_start = bounds[sent - 1] if sent > 0 else 0
         sent_end = bounds[sent] if sent < len(bounds) else len(t)
@@ -268,11 +304,13 @@ class RuleTeacher:
                 break
             polarities.append(pol)
             break
+        if IGNORE in polarities:
+            return None, False
         if UNC in polarities:
-            return -1
+            return -1, True
         if NEG in polarities:
-            return 0
-        return 1
+            return 0, True
+        return 1, AFFIRM in polarities
 
 
 def _has_term(term_starts: list[int], a: int, b: int) -> bool:
