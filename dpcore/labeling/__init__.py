@@ -13,15 +13,20 @@ from dpcore.labeling.dataset import (
     label_dataset_with_stats,
     label_texts_cached,
 )
+from dpcore.labeling.llm import CredentialedDataError, LLMTeacher, ReplyError, parse_reply
 from dpcore.labeling.rules import RuleTeacher
 
 __all__ = [
+    "CredentialedDataError",
+    "LLMTeacher",
     "LabelCache",
     "LabelVector",
     "LabelingResult",
+    "ReplyError",
     "RuleTeacher",
     "Teacher",
     "label_dataset",
     "label_dataset_with_stats",
     "label_texts_cached",
+    "parse_reply",
 ]

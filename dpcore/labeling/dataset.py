@@ -70,10 +70,15 @@ def label_dataset_with_stats(
     output_column: str = "teacher_labels",
     cache: LabelCache | None = None,
     batch_size: int = 256,
+    credentialed: bool | None = None,
 ) -> LabelingResult:
     """Like :func:`label_dataset`, and also return the counts."""
     if text_column not in ds.column_names:
         raise KeyError(f"no column {text_column!r} in the dataset (columns: {ds.column_names})")
+    check = getattr(teacher, "check_source", None)
+    if check is not None:
+        # Teachers that send text somewhere (LLM endpoints) must know whether it is credentialed.
+        check(credentialed=source_is_credentialed(ds) if credentialed is None else credentialed)
     vectors, n_cached = label_texts_cached(
         ds[text_column], teacher=teacher, cache=cache, batch_size=batch_size
     )
@@ -95,6 +100,18 @@ def label_dataset_with_stats(
     return LabelingResult(ds, len(vectors) - n_abstained, n_cached, n_abstained)
 
 
+def source_is_credentialed(ds: datasets.Dataset) -> bool | None:
+    """``credentialed`` from the dataset's dpcore metadata, or None when it carries none."""
+    try:
+        from dpcore.data import dataset_meta
+    except ImportError:  # pragma: no cover - dpcore.data is part of the package
+        return None
+    try:
+        return dataset_meta(ds).credentialed
+    except ValueError:
+        return None
+
+
 def label_dataset(
     ds: datasets.Dataset,
     *,
@@ -102,8 +119,13 @@ def label_dataset(
     text_column: str = "findings",
     output_column: str = "teacher_labels",
     cache: LabelCache | None = None,
+    credentialed: bool | None = None,
 ) -> datasets.Dataset:
     """``ds`` with a column of the teacher's label vectors (abstentions stay ``None``, and are logged).
+
+    A teacher that sends text off the machine is told whether the source is ``credentialed``
+    (this keyword, else the dataset's metadata, else unknown = treated as credentialed) and
+    refuses with :class:`dpcore.labeling.llm.CredentialedDataError` where it must.
 
     >>> import datasets
     >>> from dpcore.labeling import RuleTeacher
@@ -112,5 +134,10 @@ def label_dataset(
     -1
     """
     return label_dataset_with_stats(
-        ds, teacher=teacher, text_column=text_column, output_column=output_column, cache=cache
+        ds,
+        teacher=teacher,
+        text_column=text_column,
+        output_column=output_column,
+        cache=cache,
+        credentialed=credentialed,
     ).dataset

@@ -75,7 +75,8 @@ def compile_phrases(phrases: Sequence[str]) -> re.Pattern[str] | None:
         return None
     alts = sorted({p.strip() for p in phrases if p and p.strip()}, key=len, reverse=True)
     # Lookarounds instead of \b so that fragments may start or end with punctuation (", with").
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(f"(?:{a})" for a in alts) + r")(?![a-z0-9])")
+    body = "|".join(f"(?:{a})" for a in alts)
+    return re.compile(rf"(?:(?<![a-z0-9])|(?=[^a-z0-9]))(?:{body})(?:(?![a-z0-9])|(?<=[^a-z0-9]))")
 
 
 @dataclass(frozen=True)

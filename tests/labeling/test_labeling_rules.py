@@ -75,3 +75,27 @@ def test_compile_phrases_prefers_longest_and_whole_words() -> None:
     assert rx.search("small pleural effusion").group(0) == "pleural effusion"
     assert rx.search("effusions") is None
     assert compile_phrases([]) is None
+
+
+PROJECT_GOLDEN = Path(__file__).with_name("golden_chexpert.yml")
+
+
+def _project_golden() -> list[tuple[str, dict[str, int]]]:
+    import yaml
+
+    return [(text, expected) for text, expected in yaml.safe_load(PROJECT_GOLDEN.read_text())]
+
+
+def test_project_golden_suite_size() -> None:
+    assert len(_project_golden()) >= 60
+
+
+@pytest.mark.parametrize(
+    "text,expected", _project_golden(), ids=lambda x: x[:40] if isinstance(x, str) else ""
+)
+def test_project_golden_suite(chexpert: RuleTeacher, text: str, expected: dict[str, int]) -> None:
+    want = [expected.get(lab) for lab in CHEXPERT.labels]
+    got = chexpert.label_text(text)
+    assert dict(zip(CHEXPERT.labels, got, strict=True)) == dict(zip(CHEXPERT.labels, want, strict=True)), (
+        chexpert.explain(text)
+    )
