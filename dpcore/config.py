@@ -1,0 +1,251 @@
+"""Run configuration: dataclasses that validate themselves, flatten to papermill parameters and hash stably.
+
+One run is the composition of five sections. Every field name is unique across sections, so a run can be
+written as one flat mapping (papermill parameters, ``--set key=value`` on the command line) and read back.
+
+>>> cfg = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 1.0, "epochs": 2})
+>>> cfg.train.mode, cfg.privacy.epsilon, cfg.train.epochs
+('dp-lora', 1.0, 2)
+>>> RunConfig.from_flat(cfg.to_flat()) == cfg
+True
+>>> RunConfig.from_flat({"mode": "dp-lora", "epsilon": 1.0, "noise_multiplier": 1.0})
+Traceback (most recent call last):
+...
+ValueError: dp-lora needs exactly one of epsilon or noise_multiplier, got both
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+from dpcore.labels import LABEL_SETS, UNCERTAINTY_POLICIES
+
+Mode = Literal["full", "lora", "dp-lora"]
+MODES: tuple[str, ...] = ("full", "lora", "dp-lora")
+DP_MODES: tuple[str, ...] = ("dp-lora",)
+ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the reports come from and how they are split.
+
+    ``corpus`` is ``synthetic-cxr`` (the embedded default) or the name of a loader; ``data_path`` points
+    at files on disk for real corpora.
+    """
+
+    corpus: str = "synthetic-cxr"
+    n_reports: int = 2000
+    data_seed: int = 0
+    data_path: str | None = None
+    text_column: str = "findings"
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+
+    def __post_init__(self) -> None:
+        _check(self.n_reports > 0, f"n_reports must be positive, got {self.n_reports}")
+        fr = tuple(float(x) for x in self.split_fractions)
+        object.__setattr__(self, "split_fractions", fr)
+        _check(
+            len(fr) == 3 and all(x > 0 for x in fr) and abs(sum(fr) - 1.0) < 1e-6,
+            f"split_fractions must be three positive numbers summing to 1, got {self.split_fractions}",
+        )
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Which teacher labels the training reports, and how uncertain labels become binary targets."""
+
+    teacher: str = "rules"
+    label_set: str = "chexpert"
+    uncertainty_policy: str = "u-ones"
+
+    def __post_init__(self) -> None:
+        _check(
+            self.label_set in LABEL_SETS,
+            f"unknown label_set {self.label_set!r}; use one of {sorted(LABEL_SETS)}",
+        )
+        _check(
+            self.uncertainty_policy in UNCERTAINTY_POLICIES,
+            f"unknown uncertainty_policy {self.uncertainty_policy!r}; use one of {UNCERTAINTY_POLICIES}",
+        )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder, its pooling, and the LoRA adapters (ignored in full fine-tuning).
+
+    ``model`` is ``minilm-l6`` (the packaged pretrained MiniLM-L6), a local folder, or a hub id.
+    ``num_layers`` keeps only the first k encoder layers (None keeps all).
+    """
+
+    model: str = "minilm-l6"
+    num_layers: int | None = None
+    max_length: int = 128
+    pooling: str = "mean"
+    lora_r: int = 8
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        _check(
+            self.num_layers is None or self.num_layers > 0,
+            f"num_layers must be positive, got {self.num_layers}",
+        )
+        _check(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
+        _check(self.pooling in ("mean", "cls"), f"pooling must be 'mean' or 'cls', got {self.pooling!r}")
+        _check(self.lora_r > 0, f"lora_r must be positive, got {self.lora_r}")
+        _check(0.0 <= self.lora_dropout < 1.0, f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        _check(len(self.lora_targets) > 0, "lora_targets must name at least one module")
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """DP-SGD settings. Give exactly one of ``epsilon`` (the noise is then found by ``accountant``) or
+    ``noise_multiplier``. ``delta`` defaults to a power of ten at most 1/(10 N) for N training reports.
+
+    ``poisson_sampling=False`` exists for tests of the optimizer alone; no epsilon is reported then,
+    because the accountants' guarantee assumes Poisson sampling.
+    """
+
+    epsilon: float | None = None
+    noise_multiplier: float | None = None
+    delta: float | None = None
+    max_grad_norm: float = 1.0
+    accountant: str = "rdp"
+    poisson_sampling: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.epsilon is None or self.epsilon > 0, f"epsilon must be positive, got {self.epsilon}")
+        _check(
+            self.noise_multiplier is None or self.noise_multiplier >= 0,
+            f"noise_multiplier must be non-negative, got {self.noise_multiplier}",
+        )
+        _check(self.delta is None or 0 < self.delta < 1, f"delta must be in (0, 1), got {self.delta}")
+        _check(self.max_grad_norm > 0, f"max_grad_norm must be positive, got {self.max_grad_norm}")
+        _check(
+            self.accountant in ACCOUNTANTS,
+            f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}",
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: mode, schedule, seeds and the decision threshold."""
+
+    mode: str = "lora"
+    epochs: int = 3
+    batch_size: int = 64
+    learning_rate: float = 5e-3
+    head_learning_rate: float | None = None
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.06
+    seed: int = 0
+    threshold: float = 0.5
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
+        _check(self.epochs > 0, f"epochs must be positive, got {self.epochs}")
+        _check(self.batch_size > 0, f"batch_size must be positive, got {self.batch_size}")
+        _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        _check(0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}")
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "teacher": TeacherConfig,
+    "model": ModelConfig,
+    "privacy": PrivacyConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One training run: the composition of the five sections, validated as a whole."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        mode = self.train.mode
+        given = [n for n in ("epsilon", "noise_multiplier") if getattr(self.privacy, n) is not None]
+        if mode in DP_MODES:
+            _check(
+                len(given) == 1,
+                f"{mode} needs exactly one of epsilon or noise_multiplier, got "
+                + ("both" if len(given) == 2 else "neither"),
+            )
+        else:
+            _check(not given, f"{' and '.join(given)} only apply to DP modes {DP_MODES}, not to {mode!r}")
+
+    @property
+    def is_private(self) -> bool:
+        return self.train.mode in DP_MODES
+
+    # -- conversion -----------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Nested plain dict (YAML/JSON friendly; tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping[str, Any]]) -> RunConfig:
+        unknown = set(data) - set(SECTIONS)
+        _check(not unknown, f"unknown config sections {sorted(unknown)}; known: {sorted(SECTIONS)}")
+        return cls(**{name: _section(kind, data.get(name, {}), name) for name, kind in SECTIONS.items()})
+
+    def to_flat(self) -> dict[str, Any]:
+        """One flat mapping, the form of papermill parameters."""
+        return {k: v for section in self.to_dict().values() for k, v in section.items()}
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> RunConfig:
+        """Build from a flat mapping; unknown keys are an error that names them."""
+        owner = {f.name: name for name, kind in SECTIONS.items() for f in fields(kind)}
+        unknown = sorted(set(flat) - set(owner))
+        _check(not unknown, f"unknown parameters {unknown}")
+        nested: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+        for key, value in flat.items():
+            nested[owner[key]][key] = value
+        return cls.from_dict(nested)
+
+    def replace(self, **flat: Any) -> RunConfig:
+        """A copy with some flat parameters changed (validated again)."""
+        return RunConfig.from_flat({**self.to_flat(), **flat})
+
+    def config_hash(self) -> str:
+        """Stable short hash of the whole configuration: the key of the results store.
+
+        >>> RunConfig().replace(mode="lora").config_hash() == RunConfig().replace(mode="lora").config_hash()
+        True
+        """
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _section(kind: type, values: Mapping[str, Any], name: str) -> Any:
+    known = {f.name for f in fields(kind)}
+    unknown = sorted(set(values) - known)
+    _check(not unknown, f"unknown keys {unknown} in config section {name!r}; known: {sorted(known)}")
+    return kind(**dict(values))
+
+
+def flat_parameter_names() -> list[str]:
+    """Every flat parameter name, in section order (what a notebook's parameters cell may set)."""
+    return [f.name for kind in SECTIONS.values() for f in fields(kind)]
