@@ -74,9 +74,16 @@ def compile_phrases(phrases: Sequence[str]) -> re.Pattern[str] | None:
     if not phrases:
         return None
     alts = sorted({p.strip() for p in phrases if p and p.strip()}, key=len, reverse=True)
-    # Lookarounds instead of \b so that fragments may start or end with punctuation (", with").
-    body = "|".join(f"(?:{a})" for a in alts)
-    return re.compile(rf"(?:(?<![a-z0-9])|(?=[^a-z0-9]))(?:{body})(?:(?![a-z0-9])|(?<=[^a-z0-9]))")
+    # Lookarounds instead of \b so that fragments may start or end with punctuation (", with");
+    # the plain lookbehind is twice as fast as a disjunction, so fragments are split by first char.
+    word = [a for a in alts if a[0].isalnum() or a[0] == "("]
+    other = [a for a in alts if a not in word]
+    parts = []
+    if word:
+        parts.append(r"(?<![a-z0-9])(?:" + "|".join(f"(?:{a})" for a in word) + ")")
+    if other:
+        parts.append("(?:" + "|".join(f"(?:{a})" for a in other) + ")")
+    return re.compile("(?:" + "|".join(parts) + r")(?:(?![a-z0-9])|(?<=[^a-z0-9]))")
 
 
 @dataclass(frozen=True)

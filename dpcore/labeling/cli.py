@@ -1,0 +1,151 @@
+"""``dpcore label``: label a file of reports with a teacher, through the cache.
+
+Input: a CSV / JSONL / Parquet file with a text column, or a folder written by
+``Dataset.save_to_disk`` (any loader's output). Output: the report ids and one column per label
+(``1`` / ``0`` / ``-1`` / blank, CheXpert style) as CSV, or the ids and a list column as JSONL /
+Parquet, chosen by the output file's suffix.
+
+>>> import argparse
+>>> parser = argparse.ArgumentParser(prog="dpcore")
+>>> add_label_command(parser.add_subparsers(dest="command"))
+>>> args = parser.parse_args(["label", "reports.csv", "-o", "labels.csv", "--text-column", "text"])
+>>> args.teacher, args.label_set, args.text_column
+('rules', 'chexpert', 'text')
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import datasets
+import pandas as pd
+
+from dpcore.labeling.base import Teacher
+from dpcore.labeling.cache import LabelCache
+from dpcore.labeling.dataset import label_dataset_with_stats
+from dpcore.labels import LABEL_SETS
+
+DEFAULT_CACHE = Path(".dpcore") / "labels.sqlite"
+
+
+def add_label_command(subparsers: argparse._SubParsersAction) -> None:
+    """Register the ``label`` subcommand (its handler is ``args.func``)."""
+    p = subparsers.add_parser(
+        "label",
+        help="label reports with a teacher (rules or an LLM), through the label cache",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+    )
+    p.add_argument("input", type=Path, help="CSV/JSONL/Parquet file, or a save_to_disk folder")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output .csv, .jsonl or .parquet")
+    p.add_argument("--text-column", default="findings", help="column holding the report text")
+    p.add_argument("--id-column", default="id", help="column of report ids (row numbers if absent)")
+    p.add_argument("--label-set", choices=sorted(LABEL_SETS), default="chexpert")
+    p.add_argument("--teacher", choices=["rules", "llm"], default="rules")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"label cache (default {DEFAULT_CACHE})")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the label cache")
+    llm = p.add_argument_group("LLM teacher")
+    llm.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    llm.add_argument("--llm-model", help="model name at the endpoint, or a local path / hub id")
+    llm.add_argument("--llm-gguf", help="GGUF file name inside --llm-model (local transformers)")
+    llm.add_argument("--smollm2", action="store_true", help="use the offline demo SmolLM2-135M")
+    llm.add_argument("--api-key", help="bearer token for the endpoint")
+    llm.add_argument("--max-repairs", type=int, default=1)
+    cred = llm.add_mutually_exclusive_group()
+    cred.add_argument("--credentialed", dest="credentialed", action="store_true", default=None)
+    cred.add_argument("--public", dest="credentialed", action="store_false", help="declare the text public")
+    llm.add_argument(
+        "--allow-credentialed-remote",
+        action="store_true",
+        help="explicit opt-in to send credentialed text to a non-loopback endpoint",
+    )
+    p.set_defaults(func=run_label)
+
+
+def read_reports(path: Path) -> datasets.Dataset:
+    """Reports from a file or a ``save_to_disk`` folder."""
+    if path.is_dir():
+        return datasets.load_from_disk(str(path))
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    elif suffix in (".jsonl", ".json"):
+        frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
+    elif suffix == ".parquet":
+        frame = pd.read_parquet(path)
+    else:
+        raise ValueError(f"unsupported input {path} (use .csv, .jsonl, .json, .parquet or a folder)")
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def make_teacher(args: argparse.Namespace) -> Teacher:
+    """The teacher that the command-line options describe."""
+    if args.teacher == "rules":
+        from dpcore.labeling.rules import RuleTeacher
+
+        return RuleTeacher(label_set=args.label_set)
+    from dpcore.labeling.backends import OpenAIBackend, TransformersBackend
+    from dpcore.labeling.llm import LLMTeacher
+
+    if args.smollm2:
+        backend = TransformersBackend.smollm2()
+    elif args.llm_url:
+        if not args.llm_model:
+            raise SystemExit("--llm-url needs --llm-model")
+        backend = OpenAIBackend(base_url=args.llm_url, model=args.llm_model, api_key=args.api_key)
+    elif args.llm_model:
+        backend = TransformersBackend(args.llm_model, gguf_file=args.llm_gguf)
+    else:
+        raise SystemExit("--teacher llm needs --llm-url, --llm-model or --smollm2")
+    return LLMTeacher(
+        backend=backend,
+        label_set=args.label_set,
+        max_repairs=args.max_repairs,
+        allow_credentialed_remote=args.allow_credentialed_remote,
+    )
+
+
+def write_labels(ds: datasets.Dataset, *, path: Path, id_column: str, label_names: tuple[str, ...]) -> None:
+    """Ids and labels to ``path`` (CSV: one column per label; JSONL/Parquet: a list column)."""
+    ids = ds[id_column] if id_column in ds.column_names else list(range(len(ds)))
+    vectors = ds["teacher_labels"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        rows = [
+            [i, *(([None] * len(label_names)) if v is None else v), v is None]
+            for i, v in zip(ids, vectors, strict=True)
+        ]
+        frame = pd.DataFrame(rows, columns=[id_column, *label_names, "abstained"])
+        frame[list(label_names)] = frame[list(label_names)].astype("Int8")
+        frame.to_csv(path, index=False)
+    elif suffix in (".jsonl", ".parquet"):
+        frame = pd.DataFrame({id_column: ids, "teacher_labels": vectors})
+        if suffix == ".jsonl":
+            frame.to_json(path, orient="records", lines=True)
+        else:
+            frame.to_parquet(path, index=False)
+    else:
+        raise ValueError(f"unsupported output {path} (use .csv, .jsonl or .parquet)")
+
+
+def run_label(args: argparse.Namespace) -> int:
+    """Handler of ``dpcore label``; returns the exit status (0, or 3 if any report was abstained on)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    ds = read_reports(args.input)
+    teacher = make_teacher(args)
+    cache = None if args.no_cache else LabelCache(args.cache)
+    res = label_dataset_with_stats(
+        ds, teacher=teacher, text_column=args.text_column, cache=cache, credentialed=args.credentialed
+    )
+    write_labels(
+        res.dataset, path=args.output, id_column=args.id_column, label_names=teacher.label_set.labels
+    )
+    print(
+        f"{teacher.name} {teacher.version}: {len(ds)} reports -> {args.output} "
+        f"({res.n_from_cache} from cache, {res.n_abstained} abstentions)",
+        file=sys.stderr,
+    )
+    return 3 if res.n_abstained else 0
