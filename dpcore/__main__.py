@@ -1,0 +1,5 @@
+import sys
+
+from dpcore.cli import main
+
+sys.exit(main())

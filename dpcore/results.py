@@ -1,0 +1,57 @@
+"""A store of run results on disk, keyed by the hash of each run's configuration.
+
+Sweeps and notebooks ask the store before training, so the book never trains the same configuration
+twice. A stored result made by different dpcore code (another ``code_fingerprint``) is not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+from dpcore.config import RunConfig
+from dpcore.training import RunResult
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def code_fingerprint() -> str:
+    """Hash of dpcore's Python sources and data files: results from other code are not reused."""
+    digest = hashlib.sha256()
+    for path in sorted(PACKAGE_DIR.rglob("*")):
+        if path.is_file() and path.suffix in {".py", ".yml", ".yaml", ".json", ".txt", ".csv"}:
+            digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class ResultStore:
+    """``root/<config hash>.json`` for every finished run."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path_for(self, cfg: RunConfig) -> Path:
+        return self.root / f"{cfg.config_hash()}.json"
+
+    def get(self, cfg: RunConfig) -> RunResult | None:
+        """The stored result of ``cfg``, if one exists and was made by this code."""
+        path = self.path_for(cfg)
+        if not path.is_file():
+            return None
+        result = RunResult.load(path)
+        return result if result.code_fingerprint == code_fingerprint() else None
+
+    def put(self, result: RunResult) -> Path:
+        return result.save(self.root / f"{result.config_hash}.json")
+
+    def get_or_run(self, cfg: RunConfig, run: Callable[[RunConfig], RunResult]) -> RunResult:
+        """The stored result of ``cfg``, or ``run(cfg)`` stored for next time."""
+        found = self.get(cfg)
+        if found is not None:
+            return found
+        result = run(cfg)
+        result.code_fingerprint = code_fingerprint()
+        self.put(result)
+        return result
