@@ -42,7 +42,7 @@ def bow_baseline(
         if ytr[:, j].min() == ytr[:, j].max():  # a label with one class in train: predict that class
             pred[:, j] = ytr[0, j]
             continue
-        clf = LogisticRegression(max_iter=2000, random_state=seed).fit(xtr, ytr[:, j])
+        clf = LogisticRegression(solver="liblinear", max_iter=2000, random_state=seed).fit(xtr, ytr[:, j])
         pred[:, j] = clf.predict(xte)
     labels = get_label_set(dataset_meta(ds).label_set).labels
     per = f1_score(yte, pred, average=None, zero_division=0)

@@ -210,9 +210,16 @@ class _Writer:
         # Sentences that assert no label: fillers (unless they would contradict) and rare distractors.
         active = {k for k, v in states.items() if v in (1, -1)}
         n_fill = rng.choice((2, 3, 3, 4, 5))
-        for f in rng.sample(self.fillers, min(n_fill, len(self.fillers))):
-            if not active.intersection(f.get("unless", ())):
-                out.append((f.get("region", 1) + rng.random() * 0.5, self.fill(f["text"], **extra)))
+        groups: set[str] = set()
+        for f in rng.sample(self.fillers, len(self.fillers)):
+            if n_fill <= 0 and len(out) >= 5:  # short reports get more fillers: Findings of 30+ words
+                break
+            group = f.get("group", f["text"])
+            if active.intersection(f.get("unless", ())) or group in groups:
+                continue
+            groups.add(group)
+            n_fill -= 1
+            out.append((f.get("region", 1) + rng.random() * 0.5, self.fill(f["text"], **extra)))
         if self.distractors and rng.random() < 0.12:
             d = rng.choice(self.distractors)
             out.append((d.get("region", 1) + rng.random() * 0.5, self.fill(d["text"], **extra)))
