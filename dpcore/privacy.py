@@ -80,7 +80,7 @@ def epsilon_spent(*, history: History, delta: float, accountant: str) -> float:
         eps = float(acc.get_epsilon(delta=delta, **_options(accountant)))
         if accountant == "prv" and eps < 1:
             # PRV's default error allowance is absolute (0.01): refine it where it would dominate.
-            eps = float(acc.get_epsilon(delta=delta, eps_error=max(eps / 50, 1e-4)))
+            eps = float(acc.get_epsilon(delta=delta, **_options("prv", eps)))
         return eps
 
 

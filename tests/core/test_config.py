@@ -1,0 +1,43 @@
+import pytest
+
+from dpcore.config import RunConfig, flat_parameter_names
+
+
+def test_defaults_are_valid_and_flat_round_trip():
+    cfg = RunConfig()
+    assert RunConfig.from_flat(cfg.to_flat()) == cfg
+    assert RunConfig.from_dict(cfg.to_dict()) == cfg
+    assert sorted(cfg.to_flat()) == sorted(flat_parameter_names())
+
+
+def test_flat_names_are_unique_across_sections():
+    names = flat_parameter_names()
+    assert len(names) == len(set(names))
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"mode": "dp-lora"}, "exactly one of epsilon or noise_multiplier, got neither"),
+        ({"mode": "dp-lora", "epsilon": 1.0, "noise_multiplier": 1.0}, "got both"),
+        ({"mode": "lora", "epsilon": 1.0}, "only apply to DP modes"),
+        ({"mode": "dp-sgd"}, "mode must be one of"),
+        ({"epsilon": -1.0, "mode": "dp-lora"}, "epsilon must be positive"),
+        ({"delta": 2.0, "mode": "dp-lora", "epsilon": 1.0}, "delta must be in"),
+        ({"split_fractions": [0.5, 0.5, 0.5]}, "split_fractions"),
+        ({"uncertainty_policy": "maybe"}, "unknown uncertainty_policy"),
+        ({"no_such_thing": 1}, "unknown parameters ['no_such_thing']"),
+    ],
+)
+def test_invalid_configs_say_what_is_wrong(params, message):
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_flat(params)
+    assert message in str(err.value)
+
+
+def test_hash_is_stable_and_sensitive():
+    a = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 1.0})
+    assert a.config_hash() == RunConfig.from_flat({"epsilon": 1.0, "mode": "dp-lora"}).config_hash()
+    assert a.config_hash() != a.replace(epsilon=10.0).config_hash()
+    # Lists and tuples are the same parameter value.
+    assert a.replace(lora_targets=["query"]).config_hash() == a.replace(lora_targets=("query",)).config_hash()
