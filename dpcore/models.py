@@ -83,13 +83,26 @@ class MultiLabelClassifier(nn.Module):
     head learns where a CLS head stays at chance (see the tuning note in the book).
     """
 
-    def __init__(self, backbone: nn.Module, *, num_labels: int, pooling: str = "mean", dropout: float = 0.1):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        num_labels: int,
+        pooling: str = "mean",
+        dropout: float = 0.1,
+        head_bias_init: float = 0.0,
+    ):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         self.pooling = pooling
+        # Mean-pooled MiniLM features have a per-dimension spread of about 0.07: a head on them needs
+        # huge weights and learns slowly (under DP, not at all). A parameter-free normalisation fixes the
+        # scale and adds nothing that trains.
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
+        nn.init.constant_(self.head.bias, head_bias_init)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, length = input_ids.shape
@@ -105,7 +118,7 @@ class MultiLabelClassifier(nn.Module):
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
-        return self.head(self.dropout(pooled))
+        return self.head(self.dropout(self.norm(pooled)))
 
 
 def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
@@ -130,7 +143,9 @@ def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelCl
         backbone = add_lora(backbone, cfg)
     elif mode != "full":
         raise ValueError(f"unknown mode {mode!r}")
-    model = MultiLabelClassifier(backbone, num_labels=num_labels, pooling=cfg.pooling)
+    model = MultiLabelClassifier(
+        backbone, num_labels=num_labels, pooling=cfg.pooling, head_bias_init=cfg.head_bias_init
+    )
     model.train()
     return model
 

@@ -1,0 +1,149 @@
+"""Build the book: execute every notebook with papermill, then render the executed notebooks to HTML.
+
+    python book/build.py                          # every chapter at its default parameters
+    python book/build.py -p n_reports 500         # override a parameter in every chapter that has it
+    python book/build.py --only dp_lora --no-html # execute one chapter, skip rendering
+
+Executed notebooks land in ``book/notebooks/``; each records a key (its source, its parameters and
+dpcore's code), and an unchanged chapter is not executed again. A cell that fails fails the build, naming
+the notebook and the cell. Jupyter Book then renders with execution off: every output in the HTML is the
+one papermill produced in this build or in an identical earlier one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jupytext
+import nbformat
+import papermill
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "dpcore_build_key"
+
+
+class NotebookFailed(RuntimeError):
+    """A chapter's cell raised; the message names the notebook and the cell."""
+
+
+def chapters(root: Path) -> list[str]:
+    """Chapter names in table-of-contents order (entries under ``book/notebooks/``)."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    files = [toc.get("root", "")]
+    for part in toc.get("parts", [toc]):
+        files += [c["file"] for c in part.get("chapters", [])]
+    return [Path(f).name for f in files if f.startswith("book/notebooks/")]
+
+
+def declared_parameters(nb: nbformat.NotebookNode) -> set[str]:
+    """Names assigned in the cell tagged ``parameters``."""
+    import ast
+
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse(cell.source)
+            return {
+                t.id
+                for node in tree.body
+                if isinstance(node, ast.Assign)
+                for t in node.targets
+                if hasattr(t, "id")
+            }
+    return set()
+
+
+def build_key(source: str, parameters: dict[str, Any], code: str) -> str:
+    blob = json.dumps({"source": source, "parameters": parameters, "code": code}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path:
+    """Execute ``notebooks/<name>.md`` into ``book/notebooks/<name>.ipynb`` unless an identical run exists."""
+    from dpcore.results import code_fingerprint
+
+    src = root / "notebooks" / f"{name}.md"
+    out = root / "book" / "notebooks" / f"{name}.ipynb"
+    nb = jupytext.read(src)
+    parameters = {k: v for k, v in overrides.items() if k in declared_parameters(nb)}
+    key = build_key(src.read_text(), parameters, code_fingerprint())
+    if not force and out.is_file() and nbformat.read(out, as_version=4).metadata.get(KEY) == key:
+        print(f"[book] {name}: unchanged, not executed again", flush=True)
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    print(f"[book] {name}: executing with {parameters or 'default parameters'}", flush=True)
+    partial = out.with_suffix(".partial.ipynb")
+    try:
+        papermill.execute_notebook(
+            nb, str(partial), parameters=parameters, kernel_name="python3", cwd=str(root), progress_bar=False
+        )
+    except papermill.PapermillExecutionError as err:
+        raise NotebookFailed(
+            f"notebooks/{name}.md failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+            f"(the executed notebook with the traceback is {partial})"
+        ) from None
+    done = nbformat.read(partial, as_version=4)
+    done.metadata[KEY] = key
+    nbformat.write(done, out)
+    partial.unlink()
+    print(f"[book] {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return out
+
+
+def render(root: Path, output: Path | None = None) -> Path:
+    """Run Jupyter Book (execution off) and return the HTML folder."""
+    jb = Path(sys.executable).parent / "jupyter-book"
+    cmd = [str(jb), "build", str(root), "--warningiserror", "--keep-going"]
+    if output is not None:
+        cmd += ["--path-output", str(output)]
+    subprocess.run(cmd, check=True, cwd=root)
+    return (output or root) / "_build" / "html"
+
+
+def _parse_value(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--only", action="append", help="execute only these chapters (repeatable)")
+    parser.add_argument("--force", action="store_true", help="execute even unchanged chapters")
+    parser.add_argument("--no-html", action="store_true", help="execute notebooks only")
+    parser.add_argument("--root", type=Path, default=ROOT, help="book root (holds _config.yml and _toc.yml)")
+    parser.add_argument("--output", type=Path, help="folder for _build (default: the book root)")
+    args = parser.parse_args(argv)
+
+    overrides = {name: _parse_value(value) for name, value in args.parameter}
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t0 = time.perf_counter()
+    names = chapters(args.root)
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        parser.error(f"no chapter called {unknown}; chapters: {names}")
+    try:
+        for name in args.only or names:
+            execute(name, root=args.root, overrides=overrides, force=args.force)
+    except NotebookFailed as err:
+        print(f"[book] FAILED: {err}", file=sys.stderr)
+        return 1
+    if not args.no_html:
+        html = render(args.root, args.output)
+        print(f"[book] HTML in {html}/index.html", flush=True)
+    print(f"[book] total {time.perf_counter() - t0:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
