@@ -25,10 +25,19 @@ from typing import Any, Literal
 
 from dpcore.labels import LABEL_SETS, UNCERTAINTY_POLICIES
 
-Mode = Literal["full", "lora", "dp-lora"]
-MODES: tuple[str, ...] = ("full", "lora", "dp-lora")
-DP_MODES: tuple[str, ...] = ("dp-lora",)
+Mode = Literal["full", "lora", "dp-lora", "dp-full"]
+MODES: tuple[str, ...] = ("full", "lora", "dp-lora", "dp-full")
+DP_MODES: tuple[str, ...] = ("dp-lora", "dp-full")
 ACCOUNTANTS: tuple[str, ...] = ("rdp", "prv")
+# How Opacus gets per-sample gradient norms: ``hooks`` materialises per-sample gradients (cheap for the few
+# LoRA weights), ``ghost`` computes their norms without them (cheaper for every weight of the encoder).
+# ``auto`` picks the faster one for the mode (see DEFAULT_GRAD_SAMPLE_MODE).
+GRAD_SAMPLE_MODES: tuple[str, ...] = ("auto", "hooks", "ghost")
+DEFAULT_GRAD_SAMPLE_MODE: dict[str, str] = {"dp-lora": "hooks", "dp-full": "ghost"}
+# Reports per forward/backward pass when ``physical_batch_size`` is None. A logical (Poisson) batch is
+# sorted by length and run in chunks of this size; it is still one clipped, noised step.
+DEFAULT_PHYSICAL_BATCH_SIZE: dict[str, int] = {"full": 32, "lora": 64, "dp-lora": 64, "dp-full": 32}
+THRESHOLD_POLICIES: tuple[str, ...] = ("fixed", "validation")
 
 
 def _check(condition: bool, message: str) -> None:
@@ -129,6 +138,10 @@ class PrivacyConfig:
     max_grad_norm: float = 1.0
     accountant: str = "rdp"
     poisson_sampling: bool = True
+    # Training stops before the step that would take epsilon (by ``accountant``) past this budget. With
+    # ``epsilon`` given, the budget is ``epsilon`` itself unless this is set.
+    max_epsilon: float | None = None
+    grad_sample_mode: str = "auto"
 
     def __post_init__(self) -> None:
         _check(self.epsilon is None or self.epsilon > 0, f"epsilon must be positive, got {self.epsilon}")
@@ -142,21 +155,43 @@ class PrivacyConfig:
             self.accountant in ACCOUNTANTS,
             f"accountant must be one of {ACCOUNTANTS}, got {self.accountant!r}",
         )
+        _check(
+            self.max_epsilon is None or self.max_epsilon > 0,
+            f"max_epsilon must be positive, got {self.max_epsilon}",
+        )
+        _check(
+            self.grad_sample_mode in GRAD_SAMPLE_MODES,
+            f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}",
+        )
+
+    def resolved_grad_sample_mode(self, mode: str) -> str:
+        """The grad sample mode a DP ``mode`` runs with (``auto`` resolved)."""
+        if self.grad_sample_mode != "auto":
+            return self.grad_sample_mode
+        return DEFAULT_GRAD_SAMPLE_MODE.get(mode, "hooks")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The optimisation: mode, schedule, seeds and the decision threshold."""
+    """The optimisation: mode, schedule, seeds and the decision thresholds.
+
+    ``batch_size`` is the logical batch (the expected Poisson batch under DP); ``physical_batch_size`` is how
+    many reports go through the model at once (None: a per-mode default), which changes speed and memory,
+    not the mathematics. ``threshold_policy="validation"`` tunes one threshold per label on the validation
+    split: under DP that is a release of private data outside the accountant, and the result says so.
+    """
 
     mode: str = "lora"
     epochs: int = 3
     batch_size: int = 64
+    physical_batch_size: int | None = None
     learning_rate: float = 5e-3
     head_learning_rate: float | None = None
     weight_decay: float = 0.0
     warmup_ratio: float = 0.06
     seed: int = 0
     threshold: float = 0.5
+    threshold_policy: str = "fixed"
     device: str = "auto"
 
     def __post_init__(self) -> None:
@@ -166,6 +201,18 @@ class TrainConfig:
         _check(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
         _check(0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         _check(0.0 < self.threshold < 1.0, f"threshold must be in (0, 1), got {self.threshold}")
+        _check(
+            self.physical_batch_size is None or self.physical_batch_size > 0,
+            f"physical_batch_size must be positive, got {self.physical_batch_size}",
+        )
+        _check(
+            self.threshold_policy in THRESHOLD_POLICIES,
+            f"threshold_policy must be one of {THRESHOLD_POLICIES}, got {self.threshold_policy!r}",
+        )
+
+    @property
+    def resolved_physical_batch_size(self) -> int:
+        return self.physical_batch_size or DEFAULT_PHYSICAL_BATCH_SIZE[self.mode]
 
 
 SECTIONS: dict[str, type] = {
@@ -198,6 +245,10 @@ class RunConfig:
             )
         else:
             _check(not given, f"{' and '.join(given)} only apply to DP modes {DP_MODES}, not to {mode!r}")
+            _check(
+                self.privacy.max_epsilon is None,
+                f"max_epsilon only applies to DP modes {DP_MODES}, not to {mode!r}",
+            )
 
     @property
     def is_private(self) -> bool:

@@ -106,7 +106,8 @@ class MultiLabelClassifier(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         batch, length = input_ids.shape
-        position_ids = torch.arange(length, device=input_ids.device).expand(batch, length)
+        # Contiguous (not an expanded view): ghost clipping's embedding norms reshape it with .view.
+        position_ids = torch.arange(length, device=input_ids.device).expand(batch, length).contiguous()
         hidden = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -135,14 +136,14 @@ def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
 
 def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelClassifier:
     """The classifier for a training ``mode``: LoRA adapters + head for ``lora``/``dp-lora``, every weight
-    for ``full``. The model is returned in train mode (``from_pretrained`` returns eval mode, and Opacus must
+    for ``full``/``dp-full``. The model is returned in train mode (``from_pretrained`` returns eval mode, and Opacus must
     see the training graph).
     """
     backbone = load_backbone(cfg.model, num_layers=cfg.num_layers)
     if mode in ("lora", "dp-lora"):
         backbone = add_lora(backbone, cfg)
-    elif mode != "full":
-        raise ValueError(f"unknown mode {mode!r}")
+    elif mode not in ("full", "dp-full"):
+        raise ValueError(f"unknown mode {mode!r}; use one of full, lora, dp-lora, dp-full")
     model = MultiLabelClassifier(
         backbone, num_labels=num_labels, pooling=cfg.pooling, head_bias_init=cfg.head_bias_init
     )

@@ -21,9 +21,8 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from opacus import PrivacyEngine
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dpcore import __version__
@@ -108,6 +107,8 @@ class EpochRecord:
     seconds: float
     epsilon_rdp: float | None = None
     epsilon_prv: float | None = None
+    # Seconds of the training loop alone (no validation): what the benchmark compares.
+    train_seconds: float | None = None
 
 
 @dataclass
@@ -122,6 +123,10 @@ class PrivacyReport:
     epsilon_rdp: float | None
     epsilon_prv: float | None
     poisson_sampling: bool
+    grad_sample_mode: str = "hooks"
+    # The budget training stops at (the target epsilon, or max_epsilon), and why training stopped.
+    max_epsilon: float | None = None
+    stop_reason: str = "completed"
 
 
 @dataclass
@@ -231,7 +236,7 @@ def _schedule(optimizer: torch.optim.Optimizer, *, total_steps: int, warmup_rati
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: DataLoader, device: torch.device) -> tuple[np.ndarray, float]:
+def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[np.ndarray, float]:
     """Probabilities ``[n, n_labels]`` and the mean per-example loss over ``loader``."""
     was_training = model.training
     model.eval()
@@ -253,6 +258,267 @@ def _peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+# -- the engine: batches, Opacus wiring, one step ------------------------------------------------------
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``train(..., stop_after_steps=k)`` after the checkpoint of step k (a simulated kill)."""
+
+
+def poisson_indices(n: int, sample_rate: float, generator: torch.Generator) -> torch.Tensor:
+    """Indices of a Poisson sample: every one of ``n`` examples independently with ``sample_rate``.
+
+    >>> g = torch.Generator().manual_seed(0)
+    >>> poisson_indices(5, 1.0, g).tolist()
+    [0, 1, 2, 3, 4]
+    """
+    return torch.nonzero(torch.rand(n, generator=generator) < sample_rate).flatten()
+
+
+def length_sorted_chunks(indices: torch.Tensor, lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """``indices`` sorted by length and cut into chunks of at most ``size`` (physical batches).
+
+    Each chunk pads only to its own longest report, so a logical batch costs about its real tokens.
+
+    >>> [c.tolist() for c in length_sorted_chunks(torch.tensor([0, 1, 2]), torch.tensor([5, 1, 3]), 2)]
+    [[1, 2], [0]]
+    """
+    if len(indices) == 0:
+        return []
+    order = torch.argsort(lengths[indices], stable=True)
+    return list(indices[order].split(size))
+
+
+class PerExampleLoss(nn.Module):
+    """The criterion handed to Opacus's ghost clipping: the per-example loss vector ``[B]``.
+
+    Opacus's ``DPLossFastGradientClipping`` sets ``reduction`` to ``"none"`` while it asks for the
+    per-example loss; this loss is per-example whatever ``reduction`` says.
+    """
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return per_example_loss(logits, targets)
+
+
+@dataclass
+class PrivateParts:
+    """What Opacus adds: the per-sample-gradient module, the DP optimizer, ghost clipping's loss wrapper."""
+
+    module: nn.Module
+    optimizer: Any
+    grad_sample_mode: str
+    criterion: Any = None
+
+
+def is_albert(model: nn.Module) -> bool:
+    inner = model
+    config = getattr(getattr(inner, "backbone", None), "config", None)
+    return getattr(config, "model_type", None) == "albert"
+
+
+def make_private(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    expected_batch_size: float,
+    grad_sample_mode: str,
+    distributed: bool = False,
+) -> PrivateParts:
+    """Wrap ``model`` and ``optimizer`` for DP-SGD with Opacus (flat clipping, ``mean`` reduction).
+
+    Sampling stays with the caller (Poisson, see :func:`poisson_indices`); ``expected_batch_size`` is the
+    expected logical batch per process. ALBERT shares one layer across depth: per-sample gradients by hooks
+    add up its uses correctly, but ghost clipping's per-layer norms would not, so that pair is refused.
+    """
+    from opacus.grad_sample.utils import prepare_module
+    from opacus.optimizers import get_optimizer_class
+    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+    from opacus.validators import ModuleValidator
+
+    if grad_sample_mode not in ("hooks", "ghost"):
+        raise ValueError(f"grad_sample_mode must be 'hooks' or 'ghost', got {grad_sample_mode!r}")
+    if grad_sample_mode == "ghost" and is_albert(model):
+        raise ValueError(
+            "ALBERT shares its layer weights across depth; ghost clipping computes per-layer norms that are "
+            "wrong for shared layers. Use grad_sample_mode='hooks' for ALBERT."
+        )
+    model.train()  # Opacus must see the training graph (from_pretrained returns eval mode)
+    errors = ModuleValidator.validate(model, strict=False)
+    if errors:
+        raise ValueError(f"the model cannot train under DP-SGD: {errors}")
+    if distributed:
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+        model = DPDDP(model)
+    kwargs: dict[str, Any] = {"max_grad_norm": max_grad_norm} if grad_sample_mode == "ghost" else {}
+    module = prepare_module(
+        model, grad_sample_mode=grad_sample_mode, batch_first=True, loss_reduction="mean", **kwargs
+    )
+    optim_class = get_optimizer_class(
+        clipping="flat", distributed=distributed, grad_sample_mode=grad_sample_mode
+    )
+    dp_optimizer = optim_class(
+        optimizer=optimizer,
+        noise_multiplier=noise_multiplier,
+        max_grad_norm=max_grad_norm,
+        expected_batch_size=expected_batch_size,
+        loss_reduction="mean",
+    )
+    criterion = None
+    if grad_sample_mode == "ghost":
+        criterion = DPLossFastGradientClipping(module, dp_optimizer, PerExampleLoss("mean"), "mean")
+    return PrivateParts(module, dp_optimizer, grad_sample_mode, criterion)
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: Any,
+    chunks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    *,
+    logical_size: int,
+    private: PrivateParts | None = None,
+    distributed: bool = False,
+) -> list[torch.Tensor]:
+    """One optimisation step over a logical batch given as physical ``chunks`` (ids, mask, targets).
+
+    Non-private: gradients of the batch mean accumulate over the chunks, then one step. Private: every chunk
+    is clipped per example and summed (Opacus's skip-step accumulation, as in its BatchMemoryManager), and
+    the last one adds noise once and steps, so a logical batch is one clipped, noised step whatever its
+    chunking. An empty (Poisson) batch is still a noised step. Returns the per-example losses.
+    """
+    losses: list[torch.Tensor] = []
+    if private is None:
+        for ids, mask, targets in chunks:
+            loss_vec = per_example_loss(model(ids, mask), targets)
+            (loss_vec.sum() / max(1, logical_size)).backward()
+            losses.append(loss_vec.detach())
+        if distributed:
+            from opacus.distributed import average_gradients
+
+            for p in model.parameters():
+                if p.requires_grad and p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            average_gradients(model)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return losses
+    if not chunks:
+        # Nothing sampled: clipping adds nothing, but the noise (and the accountant's step) still happen.
+        for p in optimizer.params:
+            if private.grad_sample_mode == "ghost":
+                p.grad = torch.zeros_like(p)
+            else:
+                p.grad_sample = p.new_zeros((0, *p.shape))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return losses
+    for k, (ids, mask, targets) in enumerate(chunks):
+        logits = model(ids, mask)
+        if private.criterion is not None:
+            loss = private.criterion(logits, targets)
+            loss.backward()
+            losses.append(loss.loss_per_sample.detach())
+        else:
+            loss_vec = per_example_loss(logits, targets)
+            loss_vec.mean().backward()
+            losses.append(loss_vec.detach())
+        if k < len(chunks) - 1:
+            optimizer.signal_skip_step(do_skip=True)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return losses
+
+
+# -- checkpoints --------------------------------------------------------------------------------------
+CHECKPOINT_STATE = "state.pt"
+
+
+def save_checkpoint(folder: Path, state: dict[str, Any], model: nn.Module, *, rank: int = 0) -> None:
+    """Write ``state`` (trainable weights, optimizer, schedule, accountant history, sampler and RNG
+    states) atomically; LoRA adapters also go through PEFT's ``save_pretrained`` (rank 0)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = CHECKPOINT_STATE if rank == 0 else f"state-rank{rank}.pt"
+    tmp = folder / (name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(folder / name)
+    backbone = getattr(model, "backbone", None)
+    if rank == 0 and hasattr(backbone, "peft_config"):
+        backbone.save_pretrained(folder / "adapter")
+        torch.save(model.head.state_dict(), folder / "head.pt")
+
+
+def load_checkpoint(folder: Path, *, rank: int = 0) -> dict[str, Any] | None:
+    path = folder / (CHECKPOINT_STATE if rank == 0 else f"state-rank{rank}.pt")
+    return torch.load(path, weights_only=False) if path.is_file() else None
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+
+
+# -- distributed --------------------------------------------------------------------------------------
+def _distributed_context(device: torch.device) -> tuple[int, int]:
+    """(rank, world size); joins the process group that ``torchrun`` describes in the environment."""
+    import os
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _allowed_steps(
+    history_step: tuple[float, float], budget: float, delta: float, accountant: str, total: int
+) -> int:
+    """The most steps of ``(sigma, q)`` whose epsilon stays within ``budget`` (at most ``total``)."""
+    from dpcore.privacy import epsilon_spent
+
+    sigma, q = history_step
+
+    def eps(k: int) -> float:
+        return epsilon_spent(history=[(sigma, q, k)], delta=delta, accountant=accountant)
+
+    if eps(total) <= budget:
+        return total
+    lo, hi = 0, total  # eps(lo) <= budget < eps(hi)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if eps(mid) <= budget else (lo, mid)
+    return lo
+
+
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:
+    """Per-label thresholds that maximise F1 on ``(y_true, probs)`` (a grid from 0.05 to 0.95)."""
+    grid = np.linspace(0.05, 0.95, 19)
+    out = []
+    for j in range(y_true.shape[1]):
+        truth = y_true[:, j] > 0
+        best, best_t = -1.0, 0.5
+        for t in grid:
+            pred = probs[:, j] >= t
+            tp = float((pred & truth).sum())
+            f1 = 2 * tp / max(1.0, float(pred.sum() + truth.sum()))
+            if f1 > best:
+                best, best_t = f1, float(t)
+        out.append(best_t)
+    return out
+
+
+# -- the loop -----------------------------------------------------------------------------------------
 def train(
     cfg: RunConfig,
     splits: datasets.DatasetDict,
@@ -261,16 +527,28 @@ def train(
     reference_column: str = "labels",
     progress: bool = True,
     keep_model: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int | None = None,
+    stop_after_steps: int | None = None,
 ) -> RunResult:
     """Train one configuration on ``splits`` (``train``/``validation``/``test``) and evaluate it.
 
     The model learns ``label_column`` (the teacher's labels); validation loss is measured on the same kind
     of labels (all a real user has); test metrics are computed against both ``reference_column`` (ground
     truth, or the data set's shipped labels) and the teacher.
+
+    Every step draws a logical batch (Poisson with rate ``batch_size / N`` under DP, a shuffled slice of the
+    epoch otherwise), sorts it by length and runs it in physical chunks of ``physical_batch_size``.
+    With ``checkpoint_dir``, the state is saved at the end of every epoch (and every ``checkpoint_every``
+    steps), and a run that finds a checkpoint of the same configuration there resumes from it.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains on its shard with Opacus's DP data
+    parallelism: the same sample rate and steps, so the same epsilon as one process.
     """
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
+    rank, world = _distributed_context(device)
+    distributed = world > 1
     label_names = list(get_label_set(cfg.teacher.label_set).labels)
     policy = cfg.teacher.uncertainty_policy
     tokenizer = load_tokenizer(cfg.model.model)
@@ -289,26 +567,25 @@ def train(
     if n_train == 0:
         raise ValueError("the training split is empty")
     collate = pad_collate(tokenizer.pad_token_id or 0)
-    generator = torch.Generator().manual_seed(cfg.train.seed)
-    train_loader = DataLoader(
-        enc["train"], batch_size=cfg.train.batch_size, shuffle=True, collate_fn=collate, generator=generator
-    )
-    eval_loaders = {
-        name: DataLoader(enc[name], batch_size=128, shuffle=False, collate_fn=collate)
-        for name in ("validation", "test")
-    }
+    train_set = enc["train"]
+    shard = torch.arange(rank, n_train, world)  # this process's examples
+    lengths = torch.tensor([len(x) for x in train_set.input_ids])
+    physical = cfg.train.resolved_physical_batch_size
+    steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    sample_rate = cfg.train.batch_size / n_train
 
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
-    optimizer = _optimizer(model, cfg)
-    steps_per_epoch = len(train_loader)
-    total_steps = steps_per_epoch * cfg.train.epochs
+    inner = model
+    optimizer: Any = _optimizer(model, cfg)
+    scheduler_base = optimizer
 
-    engine: PrivacyEngine | None = None
+    private: PrivateParts | None = None
     privacy: PrivacyReport | None = None
+    allowed_steps = total_steps
     if cfg.is_private:
         p = cfg.privacy
         delta = check_delta(p.delta if p.delta is not None else default_delta(n_train), n_train)
-        sample_rate = cfg.train.batch_size / n_train
         sigma = (
             p.noise_multiplier
             if p.noise_multiplier is not None
@@ -320,16 +597,20 @@ def train(
                 accountant=p.accountant,
             )
         )
-        engine = PrivacyEngine(accountant=p.accountant)
-        model, optimizer, train_loader = engine.make_private(
-            module=model,
-            optimizer=optimizer,
-            data_loader=train_loader,
+        gs_mode = p.resolved_grad_sample_mode(cfg.train.mode)
+        private = make_private(
+            model,
+            optimizer,
             noise_multiplier=sigma,
             max_grad_norm=p.max_grad_norm,
-            poisson_sampling=p.poisson_sampling,
-            grad_sample_mode="hooks",
+            expected_batch_size=sample_rate * n_train / world,
+            grad_sample_mode=gs_mode,
+            distributed=distributed,
         )
+        model, optimizer = private.module, private.optimizer
+        budget = p.max_epsilon if p.max_epsilon is not None else p.epsilon
+        if budget is not None and p.poisson_sampling and sigma > 0:
+            allowed_steps = _allowed_steps((sigma, sample_rate), budget, delta, p.accountant, total_steps)
         privacy = PrivacyReport(
             noise_multiplier=sigma,
             max_grad_norm=p.max_grad_norm,
@@ -341,50 +622,163 @@ def train(
             epsilon_rdp=None,
             epsilon_prv=None,
             poisson_sampling=p.poisson_sampling,
+            grad_sample_mode=gs_mode,
+            max_epsilon=budget,
         )
-    scheduler = _schedule(optimizer, total_steps=total_steps, warmup_ratio=cfg.train.warmup_ratio)
+    elif distributed:
+        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
+        model = DPDDP(model)  # only broadcasts the weights; gradients are averaged in train_step
+    scheduler = _schedule(scheduler_base, total_steps=total_steps, warmup_ratio=cfg.train.warmup_ratio)
+
+    sampler = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rank)
     records: list[EpochRecord] = []
-    step = 0
+    step, start_epoch, step_in_epoch = 0, 1, 0
+    epoch_losses: list[torch.Tensor] = []
+    permutation: torch.Tensor | None = None
+    elapsed_before = 0.0
+    folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if folder is not None and (state := load_checkpoint(folder, rank=rank)) is not None:
+        if state["config_hash"] != cfg.config_hash():
+            raise ValueError(
+                f"checkpoint in {folder} belongs to configuration {state['config_hash']}, not "
+                f"{cfg.config_hash()}; use another checkpoint_dir"
+            )
+        with torch.no_grad():
+            params = dict(inner.named_parameters())
+            for name, value in state["weights"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sampler.set_state(state["sampler"])
+        _set_rng_state(state["rng"])
+        step, start_epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
+        records = [EpochRecord(**r) for r in state["records"]]
+        epoch_losses = list(state["epoch_losses"])
+        permutation = state["permutation"]
+        elapsed_before = state["train_seconds"]
+
+    def checkpoint(epoch: int, in_epoch: int, perm: torch.Tensor | None, seconds: float) -> None:
+        if folder is None:
+            return
+        state = {
+            "config_hash": cfg.config_hash(),
+            "weights": {n: q.detach().cpu().clone() for n, q in inner.named_parameters() if q.requires_grad},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "sampler": sampler.get_state(),
+            "rng": _rng_state(),
+            "step": step,
+            "epoch": epoch,
+            "step_in_epoch": in_epoch,
+            "records": [dataclasses.asdict(r) for r in records],
+            "epoch_losses": epoch_losses,
+            "permutation": perm,
+            "history": [(privacy.noise_multiplier, privacy.sample_rate, step)] if privacy else [],
+            "train_seconds": seconds,
+        }
+        save_checkpoint(folder, state, inner, rank=rank)
+
+    def logical_batches(epoch_perm: torch.Tensor | None):
+        """The epoch's logical batches from ``step_in_epoch`` on, as index tensors into the train set."""
+        for k in range(step_in_epoch, steps_per_epoch):
+            if private is not None and cfg.privacy.poisson_sampling:
+                yield shard[poisson_indices(len(shard), sample_rate, sampler)], None
+            else:
+                assert epoch_perm is not None
+                yield epoch_perm.tensor_split(steps_per_epoch)[k], epoch_perm
+
+    stop_reason = "completed"
     t_train = time.perf_counter()
-    for epoch in range(1, cfg.train.epochs + 1):
+    epoch = start_epoch
+    for epoch in range(start_epoch, cfg.train.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
-        losses: list[torch.Tensor] = []
-        bar = tqdm(train_loader, desc=f"{cfg.train.mode} epoch {epoch}", disable=not progress, mininterval=5)
-        for ids, mask, targets in bar:
-            loss_vec = per_example_loss(model(ids.to(device), mask.to(device)), targets.to(device))
-            loss_vec.mean().backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        poisson = private is not None and cfg.privacy.poisson_sampling
+        if not poisson and permutation is None:
+            permutation = shard[torch.randperm(len(shard), generator=sampler)]
+        bar = tqdm(
+            logical_batches(permutation),
+            total=steps_per_epoch,
+            initial=step_in_epoch,
+            desc=f"{cfg.train.mode} epoch {epoch}",
+            disable=not progress or rank != 0,
+            mininterval=5,
+        )
+        for indices, perm in bar:
+            if step >= allowed_steps:
+                stop_reason = (
+                    f"privacy budget spent: epsilon {privacy.max_epsilon:g} reached after {step} steps"
+                )
+                break
+            chunks = [
+                tuple(t.to(device) for t in collate([train_set[i] for i in chunk.tolist()]))
+                for chunk in length_sorted_chunks(indices, lengths, physical)
+            ]
+            if private is not None and not poisson:
+                optimizer.expected_batch_size = max(1, len(indices))
+            epoch_losses.extend(
+                train_step(
+                    model,
+                    optimizer,
+                    chunks,
+                    logical_size=len(indices),
+                    private=private,
+                    distributed=distributed,
+                )
+            )
             scheduler.step()
             step += 1
-            losses.append(loss_vec.detach().cpu())
-        train_loss = float(torch.cat(losses).mean()) if losses else math.nan
-        _, val_loss = predict(model, eval_loaders["validation"], device)
+            step_in_epoch += 1
+            if checkpoint_every and step % checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
+                checkpoint(epoch, step_in_epoch, perm, elapsed_before + time.perf_counter() - t_train)
+            if stop_after_steps is not None and step >= stop_after_steps:
+                checkpoint(epoch, step_in_epoch, perm, elapsed_before + time.perf_counter() - t_train)
+                raise TrainingInterrupted(f"stopped after step {step} as asked; resume from {folder}")
+        train_loss = float(torch.cat(epoch_losses).mean()) if epoch_losses else math.nan
+        loop_seconds = time.perf_counter() - t_epoch
+        _, val_loss = _predict(inner, enc["validation"], collate, device)
         record = EpochRecord(epoch, train_loss, val_loss, step, time.perf_counter() - t_epoch)
-        if privacy is not None and engine is not None and privacy.poisson_sampling:
-            eps = epsilons(history=engine.accountant.history, delta=privacy.delta)
+        record.train_seconds = loop_seconds
+        if privacy is not None and privacy.poisson_sampling:
+            eps = epsilons(
+                history=[(privacy.noise_multiplier, privacy.sample_rate, step)], delta=privacy.delta
+            )
             record.epsilon_rdp, record.epsilon_prv = eps["rdp"], eps["prv"]
         records.append(record)
-    train_seconds = time.perf_counter() - t_train
+        epoch_losses, permutation, step_in_epoch = [], None, 0
+        if stop_reason != "completed":
+            break
+        checkpoint(epoch + 1, 0, None, elapsed_before + time.perf_counter() - t_train)
+    train_seconds = elapsed_before + time.perf_counter() - t_train
 
     if privacy is not None:
         privacy.steps = step
+        privacy.stop_reason = stop_reason
         if privacy.poisson_sampling and records:
             privacy.epsilon_rdp, privacy.epsilon_prv = records[-1].epsilon_rdp, records[-1].epsilon_prv
 
-    probs, _ = predict(model, eval_loaders["test"], device)
     test = splits["test"]
-    reference = targets_from_labels(test[reference_column], policy="u-ones" if policy == "ignore" else policy)
-    teacher = targets_from_labels(test[label_column], policy="u-ones" if policy == "ignore" else policy)
+    eval_policy = "u-ones" if policy == "ignore" else policy
+    threshold: float | list[float] = cfg.train.threshold
+    extra: dict[str, Any] = {"stop_reason": stop_reason, "world_size": world, "physical_batch_size": physical}
+    if cfg.train.threshold_policy == "validation":
+        val_probs, _ = _predict(inner, enc["validation"], collate, device)
+        val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
+        threshold = tune_thresholds(val_truth, val_probs)
+        extra["thresholds"] = threshold
+        if cfg.is_private:
+            extra["privacy_warning"] = (
+                "per-label thresholds were tuned on the validation split without privacy: they are a "
+                "release of private data that the reported epsilon does not cover"
+            )
+    probs, _ = _predict(inner, enc["test"], collate, device)
+    reference = targets_from_labels(test[reference_column], policy=eval_policy)
+    teacher = targets_from_labels(test[label_column], policy=eval_policy)
     metrics = {
-        "test_vs_reference": evaluate(
-            reference, probs, label_names=label_names, threshold=cfg.train.threshold
-        ),
-        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=cfg.train.threshold),
+        "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
+        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
     }
-    inner = model._module if hasattr(model, "_module") else model
     return RunResult(
         config=cfg.to_dict(),
         config_hash=cfg.config_hash(),
@@ -397,5 +791,21 @@ def train(
         timings={"train_seconds": train_seconds, "total_seconds": time.perf_counter() - t_start},
         peak_memory_mb=_peak_memory_mb(device),
         versions=library_versions(),
+        extra=extra,
         model=inner if keep_model else None,
     )
+
+
+def _predict(
+    model: nn.Module, data: EncodedReports, collate: Any, device: torch.device, batch_size: int = 128
+) -> tuple[np.ndarray, float]:
+    """``predict`` over ``data`` in length-sorted batches (little padding), in the original order."""
+    if len(data) == 0:
+        return np.zeros((0, 0)), math.nan
+    lengths = torch.tensor([len(x) for x in data.input_ids])
+    order = torch.argsort(lengths, stable=True)
+    batches = [collate([data[i] for i in chunk.tolist()]) for chunk in order.split(batch_size)]
+    probs, loss = predict(model, batches, device)
+    out = np.empty_like(probs)
+    out[order.numpy()] = probs
+    return out, loss
