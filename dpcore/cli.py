@@ -39,12 +39,40 @@ def load_config(path: str | None, sets: Sequence[str] = ()) -> RunConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dpcore.pipeline import run
-    from dpcore.results import ResultStore
+    """Train one configuration. Under ``torchrun`` every process trains its shard; rank 0 alone writes."""
+    import os
+
+    from dpcore.pipeline import prepare_splits
+    from dpcore.results import ResultStore, code_fingerprint
+    from dpcore.training import train
 
     cfg = load_config(args.config, args.set)
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     store = ResultStore(args.results) if args.results else None
-    result = run(cfg, store=store, progress=not args.no_progress)
+
+    def fresh(c: RunConfig):
+        return train(
+            c,
+            prepare_splits(c),
+            progress=not args.no_progress,
+            checkpoint_dir=args.checkpoint_dir,
+            checkpoint_every=args.checkpoint_every,
+        )
+
+    if world > 1:
+        # Every process must train (they meet in collective operations): no store look-up, rank 0 stores.
+        result = fresh(cfg)
+        if store is not None and rank == 0:
+            result.code_fingerprint = code_fingerprint()
+            store.put(result)
+    else:
+        result = store.get_or_run(cfg, fresh) if store is not None else fresh(cfg)
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0
     summary = {
         "config_hash": result.config_hash,
         "mode": result.mode,
@@ -53,6 +81,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "epsilon_prv": result.privacy.epsilon_prv if result.privacy else None,
         "delta": result.privacy.delta if result.privacy else None,
         "train_seconds": result.timings["train_seconds"],
+        "stop_reason": result.extra.get("stop_reason", "completed"),
+        "world_size": result.extra.get("world_size", 1),
     }
     if args.output:
         result.save(args.output)
@@ -105,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--results", default="results", help="results store folder ('' to disable)")
     train.add_argument("--output", type=Path, help="also write the run's result JSON here")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
+    train.add_argument(
+        "--checkpoint-dir", help="save checkpoints here every epoch; a killed run resumes from them"
+    )
+    train.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
     train.set_defaults(func=_cmd_train)
 
     show = sub.add_parser("config", help="print the full configuration that parameters resolve to")
