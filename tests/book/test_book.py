@@ -54,6 +54,7 @@ def test_book_builds_with_tiny_parameters(tmp_path, tiny_model):
         "max_length": "48",
         "epochs": "2",
         "batch_size": "16",
+        "dp_batch_size": "16",
     }
     argv = ["--root", str(root)] + [x for k, v in tiny.items() for x in ("-p", k, v)]
     assert build.main(argv) == 0
