@@ -5,9 +5,19 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 
 from dpcore.config import RunConfig
 from dpcore.models import save_tiny_bert
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models on shared CPU cores: one intra-op thread is many times faster than spinning threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
