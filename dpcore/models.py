@@ -65,8 +65,10 @@ def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedMode
     # Position and token-type id buffers broadcast across the batch; DP per-sample hooks need them per row,
     # so the model is always called with explicit ids (see MultiLabelClassifier.forward).
     verbosity = hf_logging.get_verbosity()
-    # The load report lists the dropped pooler and truncated layers: expected, so kept out of logs.
+    # The load report lists the dropped pooler and truncated layers: expected, so kept out of logs; the
+    # loading progress bar is noise in notebooks and logs alike.
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         # The pooler is unused (we pool ourselves); left in, it would be a trainable weight without gradient.
         return AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
@@ -74,6 +76,7 @@ def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedMode
         return AutoModel.from_pretrained(path, config=config)
     finally:
         hf_logging.set_verbosity(verbosity)
+        hf_logging.enable_progress_bar()
 
 
 class MultiLabelClassifier(nn.Module):

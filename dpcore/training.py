@@ -13,6 +13,7 @@ import platform
 import random
 import resource
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,17 +348,21 @@ def make_private(
             "wrong for shared layers. Use grad_sample_mode='hooks' for ALBERT."
         )
     model.train()  # Opacus must see the training graph (from_pretrained returns eval mode)
-    errors = ModuleValidator.validate(model, strict=False)
-    if errors:
-        raise ValueError(f"the model cannot train under DP-SGD: {errors}")
-    if distributed:
-        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+    with warnings.catch_warnings():
+        # Opacus inspects every module attribute; transformers answers one of them with a deprecation
+        # warning that says nothing about this run.
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        errors = ModuleValidator.validate(model, strict=False)
+        if errors:
+            raise ValueError(f"the model cannot train under DP-SGD: {errors}")
+        if distributed:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 
-        model = DPDDP(model)
-    kwargs: dict[str, Any] = {"max_grad_norm": max_grad_norm} if grad_sample_mode == "ghost" else {}
-    module = prepare_module(
-        model, grad_sample_mode=grad_sample_mode, batch_first=True, loss_reduction="mean", **kwargs
-    )
+            model = DPDDP(model)
+        kwargs: dict[str, Any] = {"max_grad_norm": max_grad_norm} if grad_sample_mode == "ghost" else {}
+        module = prepare_module(
+            model, grad_sample_mode=grad_sample_mode, batch_first=True, loss_reduction="mean", **kwargs
+        )
     optim_class = get_optimizer_class(
         clipping="flat", distributed=distributed, grad_sample_mode=grad_sample_mode
     )
