@@ -6,7 +6,10 @@ everything runs offline. Any local folder or hub id that transformers can load w
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -125,6 +128,15 @@ class MultiLabelClassifier(nn.Module):
         return self.head(self.dropout(self.norm(pooled)))
 
 
+@contextlib.contextmanager
+def quiet_checkpointing_deprecation() -> Iterator[None]:
+    """Silence the deprecation warning transformers gives when PEFT or Opacus probe every model attribute
+    (``is_gradient_checkpointing``): it says nothing about the run and fills notebooks and logs."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+        yield
+
+
 def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
     """Wrap ``backbone`` with LoRA adapters on ``cfg.lora_targets``; only the adapters train."""
     lora = LoraConfig(
@@ -134,7 +146,8 @@ def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
         target_modules=list(cfg.lora_targets),
         bias="none",
     )
-    return get_peft_model(backbone, lora)
+    with quiet_checkpointing_deprecation():
+        return get_peft_model(backbone, lora)
 
 
 def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelClassifier:

@@ -13,7 +13,6 @@ import platform
 import random
 import resource
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from dpcore import __version__
 from dpcore.config import RunConfig
 from dpcore.labels import binarize, get_label_set
 from dpcore.metrics import evaluate
-from dpcore.models import build_model, load_tokenizer, parameter_counts
+from dpcore.models import build_model, load_tokenizer, parameter_counts, quiet_checkpointing_deprecation
 from dpcore.privacy import check_delta, default_delta, epsilons, noise_for_epsilon
 
 IGNORE = -1.0  # target value of a label left out of the loss (the "ignore" uncertainty policy)
@@ -348,10 +347,7 @@ def make_private(
             "wrong for shared layers. Use grad_sample_mode='hooks' for ALBERT."
         )
     model.train()  # Opacus must see the training graph (from_pretrained returns eval mode)
-    with warnings.catch_warnings():
-        # Opacus inspects every module attribute; transformers answers one of them with a deprecation
-        # warning that says nothing about this run.
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
+    with quiet_checkpointing_deprecation():
         errors = ModuleValidator.validate(model, strict=False)
         if errors:
             raise ValueError(f"the model cannot train under DP-SGD: {errors}")
