@@ -93,7 +93,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     epoch = result.epochs[0]
     out = {
         "mode": args.worker,
-        "batch_size": cfg.train.batch_size,
+        "batch_size": cfg.train.resolved().batch_size,
         "physical_batch_size": cfg.train.resolved_physical_batch_size,
         "grad_sample_mode": result.privacy.grad_sample_mode if result.privacy else None,
         "train_reports": result.data["train"],
@@ -151,7 +151,7 @@ def main() -> None:
     defaults = {}
     for m in modes:
         flat = {k: v for k, v in MODES[m].items() if k not in ("grad_sample_mode",)}
-        default_batch = RunConfig.from_flat(flat).train.batch_size
+        default_batch = RunConfig.from_flat(flat).train.resolved().batch_size
         defaults[m] = (
             {**same[m], "reused": True}
             if default_batch == args.batch_size

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from dpcore import __version__
-from dpcore.config import RunConfig
+from dpcore.config import MODE_DEFAULTS, RunConfig
 from dpcore.labels import binarize, get_label_set
 from dpcore.metrics import evaluate
 from dpcore.models import build_model, load_tokenizer, parameter_counts, quiet_checkpointing_deprecation
@@ -219,8 +219,11 @@ def library_versions() -> dict[str, str]:
 def _optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
     head = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("head.")]
     body = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("head.")]
-    lr = cfg.train.learning_rate
-    groups = [{"params": body, "lr": lr}, {"params": head, "lr": cfg.train.head_learning_rate or lr}]
+    schedule = cfg.train.resolved()
+    groups = [
+        {"params": body, "lr": schedule.learning_rate},
+        {"params": head, "lr": schedule.head_learning_rate},
+    ]
     return torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=cfg.train.weight_decay)
 
 
@@ -572,9 +575,16 @@ def train(
     shard = torch.arange(rank, n_train, world)  # this process's examples
     lengths = torch.tensor([len(x) for x in train_set.input_ids])
     physical = cfg.train.resolved_physical_batch_size
-    steps_per_epoch = math.ceil(n_train / cfg.train.batch_size)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    sample_rate = cfg.train.batch_size / n_train
+    schedule = cfg.train.resolved()
+    if cfg.is_private and schedule.batch_size > n_train:
+        raise ValueError(
+            f"batch_size {schedule.batch_size} is larger than the {n_train} training reports: a Poisson "
+            f"sample rate above 1 has no privacy meaning; set batch_size to at most {n_train} "
+            "(DP needs large batches, so prefer more reports)"
+        )
+    steps_per_epoch = math.ceil(n_train / schedule.batch_size)
+    total_steps = steps_per_epoch * schedule.epochs
+    sample_rate = schedule.batch_size / n_train
 
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
     inner = model
@@ -692,7 +702,7 @@ def train(
     stop_reason = "completed"
     t_train = time.perf_counter()
     epoch = start_epoch
-    for epoch in range(start_epoch, cfg.train.epochs + 1):
+    for epoch in range(start_epoch, schedule.epochs + 1):
         t_epoch = time.perf_counter()
         model.train()
         poisson = private is not None and cfg.privacy.poisson_sampling
@@ -762,7 +772,13 @@ def train(
     test = splits["test"]
     eval_policy = "u-ones" if policy == "ignore" else policy
     threshold: float | list[float] = cfg.train.threshold
-    extra: dict[str, Any] = {"stop_reason": stop_reason, "world_size": world, "physical_batch_size": physical}
+    extra: dict[str, Any] = {
+        "stop_reason": stop_reason,
+        "world_size": world,
+        "physical_batch_size": physical,
+        # The schedule actually run (the mode's defaults filled in).
+        "schedule": {k: getattr(schedule, k) for k in MODE_DEFAULTS[cfg.train.mode]},
+    }
     if cfg.train.threshold_policy == "validation":
         val_probs, _ = _predict(inner, enc["validation"], collate, device)
         val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
