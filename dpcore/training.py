@@ -523,6 +523,207 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:
 
 
 # -- the loop -----------------------------------------------------------------------------------------
+@dataclass
+class _Engine:
+    """The model and optimiser as the loop drives them (wrapped by Opacus or DDP when asked)."""
+
+    inner: nn.Module  # the plain classifier: weights to save, evaluate and return
+    model: nn.Module  # what the loop calls (the Opacus or DDP wrapper, or ``inner``)
+    optimizer: Any
+    scheduler: Any
+    private: PrivateParts | None
+    privacy: PrivacyReport | None
+    allowed_steps: int
+
+
+@dataclass
+class _Progress:
+    """Where the loop stands: everything a checkpoint must restore besides weights and optimiser."""
+
+    step: int = 0
+    epoch: int = 1
+    step_in_epoch: int = 0
+    records: list[EpochRecord] = field(default_factory=list)
+    epoch_losses: list[torch.Tensor] = field(default_factory=list)
+    permutation: torch.Tensor | None = None
+    seconds_before: float = 0.0  # training seconds of earlier processes (a resumed run)
+
+
+def _encode_splits(
+    cfg: RunConfig, splits: datasets.DatasetDict, tokenizer: Any, label_column: str
+) -> dict[str, EncodedReports]:
+    return {
+        name: encode(
+            splits[name],
+            tokenizer=tokenizer,
+            text_column=cfg.data.text_column,
+            label_column=label_column,
+            policy=cfg.teacher.uncertainty_policy,
+            max_length=cfg.model.max_length,
+        )
+        for name in ("train", "validation", "test")
+    }
+
+
+def _build_engine(
+    cfg: RunConfig, model: nn.Module, *, n_train: int, sample_rate: float, total_steps: int, world: int
+) -> _Engine:
+    """Optimiser and schedule; under DP the noise (from the target epsilon), Opacus's wrappers and the
+    number of steps the budget allows."""
+    optimizer: Any = _optimizer(model, cfg)
+    scheduler = _schedule(optimizer, total_steps=total_steps, warmup_ratio=cfg.train.warmup_ratio)
+    engine = _Engine(model, model, optimizer, scheduler, None, None, total_steps)
+    if not cfg.is_private:
+        if world > 1:
+            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+
+            engine.model = DPDDP(model)  # only broadcasts the weights; gradients are averaged in train_step
+        return engine
+    p = cfg.privacy
+    delta = check_delta(p.delta if p.delta is not None else default_delta(n_train), n_train)
+    sigma = p.noise_multiplier
+    if sigma is None:
+        sigma = noise_for_epsilon(
+            target_epsilon=p.epsilon,
+            delta=delta,
+            sample_rate=sample_rate,
+            steps=total_steps,
+            accountant=p.accountant,
+        )
+    gs_mode = p.resolved_grad_sample_mode(cfg.train.mode)
+    engine.private = make_private(
+        model,
+        optimizer,
+        noise_multiplier=sigma,
+        max_grad_norm=p.max_grad_norm,
+        expected_batch_size=sample_rate * n_train / world,
+        grad_sample_mode=gs_mode,
+        distributed=world > 1,
+    )
+    engine.model, engine.optimizer = engine.private.module, engine.private.optimizer
+    budget = p.max_epsilon if p.max_epsilon is not None else p.epsilon
+    if budget is not None and p.poisson_sampling and sigma > 0:
+        engine.allowed_steps = _allowed_steps((sigma, sample_rate), budget, delta, p.accountant, total_steps)
+    engine.privacy = PrivacyReport(
+        noise_multiplier=sigma,
+        max_grad_norm=p.max_grad_norm,
+        sample_rate=sample_rate,
+        steps=0,
+        delta=delta,
+        accountant=p.accountant,
+        target_epsilon=p.epsilon,
+        epsilon_rdp=None,
+        epsilon_prv=None,
+        poisson_sampling=p.poisson_sampling,
+        grad_sample_mode=gs_mode,
+        max_epsilon=budget,
+    )
+    return engine
+
+
+def _save_progress(
+    folder: Path | None,
+    cfg: RunConfig,
+    engine: _Engine,
+    sampler: torch.Generator,
+    prog: _Progress,
+    seconds: float,
+    *,
+    rank: int,
+) -> None:
+    if folder is None:
+        return
+    privacy = engine.privacy
+    state = {
+        "config_hash": cfg.config_hash(),
+        "weights": {
+            n: q.detach().cpu().clone() for n, q in engine.inner.named_parameters() if q.requires_grad
+        },
+        "optimizer": engine.optimizer.state_dict(),
+        "scheduler": engine.scheduler.state_dict(),
+        "sampler": sampler.get_state(),
+        "rng": _rng_state(),
+        "step": prog.step,
+        "epoch": prog.epoch,
+        "step_in_epoch": prog.step_in_epoch,
+        "records": [dataclasses.asdict(r) for r in prog.records],
+        "epoch_losses": prog.epoch_losses,
+        "permutation": prog.permutation,
+        "history": [(privacy.noise_multiplier, privacy.sample_rate, prog.step)] if privacy else [],
+        "train_seconds": seconds,
+    }
+    save_checkpoint(folder, state, engine.inner, rank=rank)
+
+
+def _restore_progress(
+    folder: Path | None, cfg: RunConfig, engine: _Engine, sampler: torch.Generator, *, rank: int
+) -> _Progress:
+    """The saved progress in ``folder`` (weights, optimiser, sampler and RNG restored), or a fresh start."""
+    if folder is None or (state := load_checkpoint(folder, rank=rank)) is None:
+        return _Progress()
+    if state["config_hash"] != cfg.config_hash():
+        raise ValueError(
+            f"checkpoint in {folder} belongs to configuration {state['config_hash']}, not "
+            f"{cfg.config_hash()}; use another checkpoint_dir"
+        )
+    with torch.no_grad():
+        params = dict(engine.inner.named_parameters())
+        for name, value in state["weights"].items():
+            params[name].copy_(value)
+    engine.optimizer.load_state_dict(state["optimizer"])
+    engine.scheduler.load_state_dict(state["scheduler"])
+    sampler.set_state(state["sampler"])
+    _set_rng_state(state["rng"])
+    return _Progress(
+        step=state["step"],
+        epoch=state["epoch"],
+        step_in_epoch=state["step_in_epoch"],
+        records=[EpochRecord(**r) for r in state["records"]],
+        epoch_losses=list(state["epoch_losses"]),
+        permutation=state["permutation"],
+        seconds_before=state["train_seconds"],
+    )
+
+
+def _evaluate(
+    cfg: RunConfig,
+    inner: nn.Module,
+    enc: dict[str, EncodedReports],
+    splits: datasets.DatasetDict,
+    collate: Any,
+    device: torch.device,
+    *,
+    label_column: str,
+    reference_column: str,
+    label_names: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test metrics against the reference and the teacher, and what the thresholds were (with a warning
+    when they were tuned on private validation data)."""
+    policy = cfg.teacher.uncertainty_policy
+    eval_policy = "u-ones" if policy == "ignore" else policy
+    threshold: float | list[float] = cfg.train.threshold
+    extra: dict[str, Any] = {}
+    if cfg.train.threshold_policy == "validation":
+        val_probs, _ = _predict(inner, enc["validation"], collate, device)
+        val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
+        threshold = tune_thresholds(val_truth, val_probs)
+        extra["thresholds"] = threshold
+        if cfg.is_private:
+            extra["privacy_warning"] = (
+                "per-label thresholds were tuned on the validation split without privacy: they are a "
+                "release of private data that the reported epsilon does not cover"
+            )
+    probs, _ = _predict(inner, enc["test"], collate, device)
+    test = splits["test"]
+    reference = targets_from_labels(test[reference_column], policy=eval_policy)
+    teacher = targets_from_labels(test[label_column], policy=eval_policy)
+    metrics = {
+        "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
+        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
+    }
+    return metrics, extra
+
+
 def train(
     cfg: RunConfig,
     splits: datasets.DatasetDict,
@@ -552,30 +753,14 @@ def train(
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
     rank, world = _distributed_context(device)
-    distributed = world > 1
     label_names = list(get_label_set(cfg.teacher.label_set).labels)
-    policy = cfg.teacher.uncertainty_policy
+    schedule = cfg.train.resolved()
     tokenizer = load_tokenizer(cfg.model.model)
-    enc = {
-        name: encode(
-            splits[name],
-            tokenizer=tokenizer,
-            text_column=cfg.data.text_column,
-            label_column=label_column,
-            policy=policy,
-            max_length=cfg.model.max_length,
-        )
-        for name in ("train", "validation", "test")
-    }
+    enc = _encode_splits(cfg, splits, tokenizer, label_column)
+    collate = pad_collate(tokenizer.pad_token_id or 0)
     n_train = len(enc["train"])
     if n_train == 0:
         raise ValueError("the training split is empty")
-    collate = pad_collate(tokenizer.pad_token_id or 0)
-    train_set = enc["train"]
-    shard = torch.arange(rank, n_train, world)  # this process's examples
-    lengths = torch.tensor([len(x) for x in train_set.input_ids])
-    physical = cfg.train.resolved_physical_batch_size
-    schedule = cfg.train.resolved()
     if cfg.is_private and schedule.batch_size > n_train:
         raise ValueError(
             f"batch_size {schedule.batch_size} is larger than the {n_train} training reports: a Poisson "
@@ -583,234 +768,205 @@ def train(
             "(DP needs large batches, so prefer more reports)"
         )
     steps_per_epoch = math.ceil(n_train / schedule.batch_size)
-    total_steps = steps_per_epoch * schedule.epochs
     sample_rate = schedule.batch_size / n_train
-
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
-    inner = model
-    optimizer: Any = _optimizer(model, cfg)
-    scheduler_base = optimizer
-
-    private: PrivateParts | None = None
-    privacy: PrivacyReport | None = None
-    allowed_steps = total_steps
-    if cfg.is_private:
-        p = cfg.privacy
-        delta = check_delta(p.delta if p.delta is not None else default_delta(n_train), n_train)
-        sigma = (
-            p.noise_multiplier
-            if p.noise_multiplier is not None
-            else noise_for_epsilon(
-                target_epsilon=p.epsilon,
-                delta=delta,
-                sample_rate=sample_rate,
-                steps=total_steps,
-                accountant=p.accountant,
-            )
-        )
-        gs_mode = p.resolved_grad_sample_mode(cfg.train.mode)
-        private = make_private(
-            model,
-            optimizer,
-            noise_multiplier=sigma,
-            max_grad_norm=p.max_grad_norm,
-            expected_batch_size=sample_rate * n_train / world,
-            grad_sample_mode=gs_mode,
-            distributed=distributed,
-        )
-        model, optimizer = private.module, private.optimizer
-        budget = p.max_epsilon if p.max_epsilon is not None else p.epsilon
-        if budget is not None and p.poisson_sampling and sigma > 0:
-            allowed_steps = _allowed_steps((sigma, sample_rate), budget, delta, p.accountant, total_steps)
-        privacy = PrivacyReport(
-            noise_multiplier=sigma,
-            max_grad_norm=p.max_grad_norm,
-            sample_rate=sample_rate,
-            steps=0,
-            delta=delta,
-            accountant=p.accountant,
-            target_epsilon=p.epsilon,
-            epsilon_rdp=None,
-            epsilon_prv=None,
-            poisson_sampling=p.poisson_sampling,
-            grad_sample_mode=gs_mode,
-            max_epsilon=budget,
-        )
-    elif distributed:
-        from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-
-        model = DPDDP(model)  # only broadcasts the weights; gradients are averaged in train_step
-    scheduler = _schedule(scheduler_base, total_steps=total_steps, warmup_ratio=cfg.train.warmup_ratio)
-
+    engine = _build_engine(
+        cfg,
+        model,
+        n_train=n_train,
+        sample_rate=sample_rate,
+        total_steps=steps_per_epoch * schedule.epochs,
+        world=world,
+    )
     sampler = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rank)
-    records: list[EpochRecord] = []
-    step, start_epoch, step_in_epoch = 0, 1, 0
-    epoch_losses: list[torch.Tensor] = []
-    permutation: torch.Tensor | None = None
-    elapsed_before = 0.0
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    if folder is not None and (state := load_checkpoint(folder, rank=rank)) is not None:
-        if state["config_hash"] != cfg.config_hash():
-            raise ValueError(
-                f"checkpoint in {folder} belongs to configuration {state['config_hash']}, not "
-                f"{cfg.config_hash()}; use another checkpoint_dir"
-            )
-        with torch.no_grad():
-            params = dict(inner.named_parameters())
-            for name, value in state["weights"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        sampler.set_state(state["sampler"])
-        _set_rng_state(state["rng"])
-        step, start_epoch, step_in_epoch = state["step"], state["epoch"], state["step_in_epoch"]
-        records = [EpochRecord(**r) for r in state["records"]]
-        epoch_losses = list(state["epoch_losses"])
-        permutation = state["permutation"]
-        elapsed_before = state["train_seconds"]
+    prog = _restore_progress(folder, cfg, engine, sampler, rank=rank)
+    loop = _Loop(
+        cfg=cfg,
+        engine=engine,
+        train_set=enc["train"],
+        validation=enc["validation"],
+        collate=collate,
+        device=device,
+        sampler=sampler,
+        shard=torch.arange(rank, n_train, world),  # this process's examples
+        steps_per_epoch=steps_per_epoch,
+        epochs=schedule.epochs,
+        sample_rate=sample_rate,
+        world=world,
+        save=lambda p, seconds: _save_progress(folder, cfg, engine, sampler, p, seconds, rank=rank),
+        progress_bar=progress and rank == 0,
+    )
+    stop_reason, train_seconds = loop.run(
+        prog, checkpoint_every=checkpoint_every, stop_after_steps=stop_after_steps, folder=folder
+    )
 
-    def checkpoint(epoch: int, in_epoch: int, perm: torch.Tensor | None, seconds: float) -> None:
-        if folder is None:
-            return
-        state = {
-            "config_hash": cfg.config_hash(),
-            "weights": {n: q.detach().cpu().clone() for n, q in inner.named_parameters() if q.requires_grad},
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "sampler": sampler.get_state(),
-            "rng": _rng_state(),
-            "step": step,
-            "epoch": epoch,
-            "step_in_epoch": in_epoch,
-            "records": [dataclasses.asdict(r) for r in records],
-            "epoch_losses": epoch_losses,
-            "permutation": perm,
-            "history": [(privacy.noise_multiplier, privacy.sample_rate, step)] if privacy else [],
-            "train_seconds": seconds,
-        }
-        save_checkpoint(folder, state, inner, rank=rank)
-
-    def logical_batches(epoch_perm: torch.Tensor | None):
-        """The epoch's logical batches from ``step_in_epoch`` on, as index tensors into the train set."""
-        for k in range(step_in_epoch, steps_per_epoch):
-            if private is not None and cfg.privacy.poisson_sampling:
-                yield shard[poisson_indices(len(shard), sample_rate, sampler)], None
-            else:
-                assert epoch_perm is not None
-                yield epoch_perm.tensor_split(steps_per_epoch)[k], epoch_perm
-
-    stop_reason = "completed"
-    t_train = time.perf_counter()
-    epoch = start_epoch
-    for epoch in range(start_epoch, schedule.epochs + 1):
-        t_epoch = time.perf_counter()
-        model.train()
-        poisson = private is not None and cfg.privacy.poisson_sampling
-        if not poisson and permutation is None:
-            permutation = shard[torch.randperm(len(shard), generator=sampler)]
-        bar = tqdm(
-            logical_batches(permutation),
-            total=steps_per_epoch,
-            initial=step_in_epoch,
-            desc=f"{cfg.train.mode} epoch {epoch}",
-            disable=not progress or rank != 0,
-            mininterval=5,
-        )
-        for indices, perm in bar:
-            if step >= allowed_steps:
-                stop_reason = (
-                    f"privacy budget spent: epsilon {privacy.max_epsilon:g} reached after {step} steps"
-                )
-                break
-            chunks = [
-                tuple(t.to(device) for t in collate([train_set[i] for i in chunk.tolist()]))
-                for chunk in length_sorted_chunks(indices, lengths, physical)
-            ]
-            if private is not None and not poisson:
-                optimizer.expected_batch_size = max(1, len(indices))
-            epoch_losses.extend(
-                train_step(
-                    model,
-                    optimizer,
-                    chunks,
-                    logical_size=len(indices),
-                    private=private,
-                    distributed=distributed,
-                )
-            )
-            scheduler.step()
-            step += 1
-            step_in_epoch += 1
-            if checkpoint_every and step % checkpoint_every == 0 and step_in_epoch < steps_per_epoch:
-                checkpoint(epoch, step_in_epoch, perm, elapsed_before + time.perf_counter() - t_train)
-            if stop_after_steps is not None and step >= stop_after_steps:
-                checkpoint(epoch, step_in_epoch, perm, elapsed_before + time.perf_counter() - t_train)
-                raise TrainingInterrupted(f"stopped after step {step} as asked; resume from {folder}")
-        train_loss = float(torch.cat(epoch_losses).mean()) if epoch_losses else math.nan
-        loop_seconds = time.perf_counter() - t_epoch
-        _, val_loss = _predict(inner, enc["validation"], collate, device)
-        record = EpochRecord(epoch, train_loss, val_loss, step, time.perf_counter() - t_epoch)
-        record.train_seconds = loop_seconds
-        if privacy is not None and privacy.poisson_sampling:
-            eps = epsilons(
-                history=[(privacy.noise_multiplier, privacy.sample_rate, step)], delta=privacy.delta
-            )
-            record.epsilon_rdp, record.epsilon_prv = eps["rdp"], eps["prv"]
-        records.append(record)
-        epoch_losses, permutation, step_in_epoch = [], None, 0
-        if stop_reason != "completed":
-            break
-        checkpoint(epoch + 1, 0, None, elapsed_before + time.perf_counter() - t_train)
-    train_seconds = elapsed_before + time.perf_counter() - t_train
-
+    privacy = engine.privacy
     if privacy is not None:
-        privacy.steps = step
+        privacy.steps = prog.step
         privacy.stop_reason = stop_reason
-        if privacy.poisson_sampling and records:
-            privacy.epsilon_rdp, privacy.epsilon_prv = records[-1].epsilon_rdp, records[-1].epsilon_prv
-
-    test = splits["test"]
-    eval_policy = "u-ones" if policy == "ignore" else policy
-    threshold: float | list[float] = cfg.train.threshold
+        if privacy.poisson_sampling and prog.records:
+            privacy.epsilon_rdp, privacy.epsilon_prv = (
+                prog.records[-1].epsilon_rdp,
+                prog.records[-1].epsilon_prv,
+            )
+    metrics, thresholds = _evaluate(
+        cfg,
+        engine.inner,
+        enc,
+        splits,
+        collate,
+        device,
+        label_column=label_column,
+        reference_column=reference_column,
+        label_names=label_names,
+    )
     extra: dict[str, Any] = {
         "stop_reason": stop_reason,
         "world_size": world,
-        "physical_batch_size": physical,
+        "physical_batch_size": cfg.train.resolved_physical_batch_size,
         # The schedule actually run (the mode's defaults filled in).
         "schedule": {k: getattr(schedule, k) for k in MODE_DEFAULTS[cfg.train.mode]},
-    }
-    if cfg.train.threshold_policy == "validation":
-        val_probs, _ = _predict(inner, enc["validation"], collate, device)
-        val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
-        threshold = tune_thresholds(val_truth, val_probs)
-        extra["thresholds"] = threshold
-        if cfg.is_private:
-            extra["privacy_warning"] = (
-                "per-label thresholds were tuned on the validation split without privacy: they are a "
-                "release of private data that the reported epsilon does not cover"
-            )
-    probs, _ = _predict(inner, enc["test"], collate, device)
-    reference = targets_from_labels(test[reference_column], policy=eval_policy)
-    teacher = targets_from_labels(test[label_column], policy=eval_policy)
-    metrics = {
-        "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
-        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
+        **thresholds,
     }
     return RunResult(
         config=cfg.to_dict(),
         config_hash=cfg.config_hash(),
         label_names=label_names,
-        epochs=records,
+        epochs=prog.records,
         metrics=metrics,
         privacy=privacy,
         data={name: len(enc[name]) for name in enc},
-        parameters=parameter_counts(inner),
+        parameters=parameter_counts(engine.inner),
         timings={"train_seconds": train_seconds, "total_seconds": time.perf_counter() - t_start},
         peak_memory_mb=_peak_memory_mb(device),
         versions=library_versions(),
         extra=extra,
-        model=inner if keep_model else None,
+        model=engine.inner if keep_model else None,
     )
+
+
+@dataclass
+class _Loop:
+    """The epochs of one run: logical batches, physical chunks, steps, per-epoch records, checkpoints."""
+
+    cfg: RunConfig
+    engine: _Engine
+    train_set: EncodedReports
+    validation: EncodedReports
+    collate: Any
+    device: torch.device
+    sampler: torch.Generator
+    shard: torch.Tensor
+    steps_per_epoch: int
+    epochs: int
+    sample_rate: float
+    world: int
+    save: Any  # (progress, seconds) -> None
+    progress_bar: bool
+
+    @property
+    def poisson(self) -> bool:
+        return self.engine.private is not None and self.cfg.privacy.poisson_sampling
+
+    def batches(self, prog: _Progress):
+        """The epoch's logical batches from ``prog.step_in_epoch`` on, as index tensors into the train set."""
+        for k in range(prog.step_in_epoch, self.steps_per_epoch):
+            if self.poisson:
+                yield self.shard[poisson_indices(len(self.shard), self.sample_rate, self.sampler)]
+            else:
+                assert prog.permutation is not None
+                yield prog.permutation.tensor_split(self.steps_per_epoch)[k]
+
+    def run(
+        self,
+        prog: _Progress,
+        *,
+        checkpoint_every: int | None,
+        stop_after_steps: int | None,
+        folder: Path | None,
+    ) -> tuple[str, float]:
+        """Train from ``prog`` to the end (or the privacy budget); returns (stop reason, training seconds)."""
+        engine, privacy = self.engine, self.engine.privacy
+        lengths = torch.tensor([len(x) for x in self.train_set.input_ids])
+        physical = self.cfg.train.resolved_physical_batch_size
+        stop_reason = "completed"
+        t_train = time.perf_counter()
+
+        def seconds() -> float:
+            return prog.seconds_before + time.perf_counter() - t_train
+
+        for epoch in range(prog.epoch, self.epochs + 1):
+            prog.epoch = epoch
+            t_epoch = time.perf_counter()
+            engine.model.train()
+            if not self.poisson and prog.permutation is None:
+                prog.permutation = self.shard[torch.randperm(len(self.shard), generator=self.sampler)]
+            bar = tqdm(
+                self.batches(prog),
+                total=self.steps_per_epoch,
+                initial=prog.step_in_epoch,
+                desc=f"{self.cfg.train.mode} epoch {epoch}",
+                disable=not self.progress_bar,
+                mininterval=5,
+            )
+            for indices in bar:
+                if prog.step >= engine.allowed_steps:
+                    stop_reason = f"privacy budget spent: epsilon {privacy.max_epsilon:g} reached after {prog.step} steps"
+                    break
+                chunks = [
+                    tuple(
+                        t.to(self.device) for t in self.collate([self.train_set[i] for i in chunk.tolist()])
+                    )
+                    for chunk in length_sorted_chunks(indices, lengths, physical)
+                ]
+                if engine.private is not None and not self.poisson:
+                    engine.optimizer.expected_batch_size = max(1, len(indices))
+                losses = train_step(
+                    engine.model,
+                    engine.optimizer,
+                    chunks,
+                    logical_size=len(indices),
+                    private=engine.private,
+                    distributed=self.world > 1,
+                )
+                prog.epoch_losses.extend(losses)
+                engine.scheduler.step()
+                prog.step += 1
+                prog.step_in_epoch += 1
+                if (
+                    checkpoint_every
+                    and prog.step % checkpoint_every == 0
+                    and prog.step_in_epoch < self.steps_per_epoch
+                ):
+                    self.save(prog, seconds())
+                if stop_after_steps is not None and prog.step >= stop_after_steps:
+                    self.save(prog, seconds())
+                    raise TrainingInterrupted(
+                        f"stopped after step {prog.step} as asked; resume from {folder}"
+                    )
+            prog.records.append(self._record(prog, epoch, time.perf_counter() - t_epoch))
+            prog.epoch_losses, prog.permutation, prog.step_in_epoch = [], None, 0
+            if stop_reason != "completed":
+                break
+            prog.epoch = epoch + 1
+            self.save(prog, seconds())
+        return stop_reason, seconds()
+
+    def _record(self, prog: _Progress, epoch: int, loop_seconds: float) -> EpochRecord:
+        """The epoch's losses, time and epsilon spent so far (both accountants)."""
+        t0 = time.perf_counter()
+        train_loss = float(torch.cat(prog.epoch_losses).mean()) if prog.epoch_losses else math.nan
+        _, val_loss = _predict(self.engine.inner, self.validation, self.collate, self.device)
+        record = EpochRecord(epoch, train_loss, val_loss, prog.step, loop_seconds + time.perf_counter() - t0)
+        record.train_seconds = loop_seconds
+        privacy = self.engine.privacy
+        if privacy is not None and privacy.poisson_sampling:
+            eps = epsilons(
+                history=[(privacy.noise_multiplier, privacy.sample_rate, prog.step)], delta=privacy.delta
+            )
+            record.epsilon_rdp, record.epsilon_prv = eps["rdp"], eps["prv"]
+        return record
 
 
 def _predict(
