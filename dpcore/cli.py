@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
@@ -93,7 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
-    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
+    # Shown resolved: the schedule fields left to the mode's defaults appear with the values a run uses.
+    resolved = dataclasses.replace(cfg, train=cfg.train.resolved())
+    print(yaml.safe_dump(resolved.to_dict(), sort_keys=False), end="")
     return 0
 
 

@@ -277,9 +277,11 @@ def poisson_indices(n: int, sample_rate: float, generator: torch.Generator) -> t
 
 
 def length_sorted_chunks(indices: torch.Tensor, lengths: torch.Tensor, size: int) -> list[torch.Tensor]:
-    """``indices`` sorted by length and cut into chunks of at most ``size`` (physical batches).
+    """``indices`` sorted by length and cut into as few chunks of at most ``size`` as possible, of near
+    equal sizes (physical batches).
 
-    Each chunk pads only to its own longest report, so a logical batch costs about its real tokens.
+    Each chunk pads only to its own longest report, so a logical batch costs about its real tokens. Equal
+    sizes matter under Poisson sampling: a batch of 70 at ``size`` 64 runs as 35 + 35, not 64 + 6.
 
     >>> [c.tolist() for c in length_sorted_chunks(torch.tensor([0, 1, 2]), torch.tensor([5, 1, 3]), 2)]
     [[1, 2], [0]]
@@ -287,7 +289,7 @@ def length_sorted_chunks(indices: torch.Tensor, lengths: torch.Tensor, size: int
     if len(indices) == 0:
         return []
     order = torch.argsort(lengths[indices], stable=True)
-    return list(indices[order].split(size))
+    return list(indices[order].tensor_split(math.ceil(len(indices) / size)))
 
 
 class PerExampleLoss(nn.Module):

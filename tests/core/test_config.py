@@ -41,3 +41,38 @@ def test_hash_is_stable_and_sensitive():
     assert a.config_hash() != a.replace(epsilon=10.0).config_hash()
     # Lists and tuples are the same parameter value.
     assert a.replace(lora_targets=["query"]).config_hash() == a.replace(lora_targets=("query",)).config_hash()
+
+
+def test_numbers_written_as_text_are_numbers():
+    # YAML 1.1 (the --set parser, config files) reads 1e-3 without a dot as a string.
+    cfg = RunConfig.from_flat({"learning_rate": "1e-3", "n_reports": "1e4", "mode": "dp-lora", "epsilon": 10})
+    assert cfg.train.learning_rate == 0.001 and cfg.data.n_reports == 10_000
+    assert cfg.config_hash() == RunConfig.from_flat({**cfg.to_flat(), "epsilon": 10.0}).config_hash()
+    with pytest.raises(ValueError, match="learning_rate must be a number, got 'fast'"):
+        RunConfig.from_flat({"learning_rate": "fast"})
+
+
+@pytest.mark.parametrize("mode", ["full", "lora", "dp-lora", "dp-full"])
+def test_schedule_defaults_are_per_mode_and_explicit_values_win(mode):
+    extra = {"epsilon": 1.0} if mode.startswith("dp") else {}
+    cfg = RunConfig.from_flat({"mode": mode, **extra})
+    resolved = cfg.train.resolved()
+    assert None not in (
+        resolved.epochs,
+        resolved.batch_size,
+        resolved.learning_rate,
+        resolved.head_learning_rate,
+    )
+    assert cfg.replace(batch_size=7).train.resolved().batch_size == 7
+    # Changing the mode re-resolves the defaults instead of carrying the old mode's values.
+    other = "lora" if mode != "lora" else "full"
+    assert (
+        cfg.replace(mode=other, epsilon=None).train.resolved()
+        == RunConfig.from_flat({"mode": other}).train.resolved()
+    )
+
+
+def test_dp_schedules_use_larger_batches_than_their_non_private_twins():
+    for private, plain in (("dp-lora", "lora"), ("dp-full", "full")):
+        dp = RunConfig.from_flat({"mode": private, "epsilon": 1.0}).train.resolved()
+        assert dp.batch_size > RunConfig.from_flat({"mode": plain}).train.resolved().batch_size

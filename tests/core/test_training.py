@@ -167,3 +167,10 @@ def test_store_trains_a_configuration_once(tiny_config, tiny_splits, tmp_path):
     assert second.to_dict() == first.to_dict()
     assert run(tiny_config, store=store, splits=tiny_splits).config_hash == first.config_hash
     assert len(calls) == 1
+
+
+def test_a_dp_batch_larger_than_the_training_set_is_refused(tiny_config, tiny_splits):
+    # The DP default batch (1,024) is larger than the tiny training split: a sample rate above 1.
+    cfg = tiny_config.replace(mode="dp-lora", epsilon=1.0, batch_size=None)
+    with pytest.raises(ValueError, match=r"batch_size 1024 is larger than the \d+ training reports"):
+        train(cfg, tiny_splits, progress=False)
