@@ -744,8 +744,8 @@ def train(
     of labels (all a real user has); test metrics are computed against both ``reference_column`` (ground
     truth, or the data set's shipped labels) and the teacher.
 
-    Every step draws a logical batch (Poisson with rate ``batch_size / N`` under DP, a shuffled slice of the
-    epoch otherwise), sorts it by length and runs it in physical chunks of ``physical_batch_size``.
+    Every step draws a logical batch (Poisson with rate ``1 / ceil(N / batch_size)`` under DP, a shuffled
+    slice of the epoch otherwise), sorts it by length and runs it in physical chunks of ``physical_batch_size``.
     With ``checkpoint_dir``, the state is saved at the end of every epoch (and every ``checkpoint_every``
     steps), and a run that finds a checkpoint of the same configuration there resumes from it.
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains on its shard with Opacus's DP data
@@ -770,7 +770,9 @@ def train(
             "(DP needs large batches, so prefer more reports)"
         )
     steps_per_epoch = math.ceil(n_train / schedule.batch_size)
-    sample_rate = schedule.batch_size / n_train
+    # Opacus's DPDataLoader convention: q = 1 / steps, so an epoch sees N reports in expectation, as a
+    # non-private epoch does (q = B / N would see B * ceil(N / B) of them: more, whenever B does not divide N).
+    sample_rate = 1 / steps_per_epoch
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
     engine = _build_engine(
         cfg,
