@@ -66,6 +66,15 @@ def build_key(source: str, parameters: dict[str, Any], code: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def archive_fingerprint(root: Path) -> str:
+    """A hash of the archived runs that chapters read (``book/archive/``): new files, a new build."""
+    digest = hashlib.sha256()
+    for path in sorted((root / "book" / "archive").rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path:
     """Execute ``notebooks/<name>.md`` into ``book/notebooks/<name>.ipynb`` unless an identical run exists."""
     from dpcore.results import code_fingerprint
@@ -74,7 +83,7 @@ def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = F
     out = root / "book" / "notebooks" / f"{name}.ipynb"
     nb = jupytext.read(src)
     parameters = {k: v for k, v in overrides.items() if k in declared_parameters(nb)}
-    key = build_key(src.read_text(), parameters, code_fingerprint())
+    key = build_key(src.read_text(), parameters, code_fingerprint() + archive_fingerprint(root))
     if not force and out.is_file() and nbformat.read(out, as_version=4).metadata.get(KEY) == key:
         print(f"[book] {name}: unchanged, not executed again", flush=True)
         return out

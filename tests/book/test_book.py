@@ -31,6 +31,7 @@ def _copy_book(dest: Path) -> Path:
     shutil.copytree(ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
     shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "book").mkdir()
+    shutil.copytree(ROOT / "book" / "archive", dest / "book" / "archive")
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, dest / "book" / page.name)
     return dest
@@ -55,6 +56,7 @@ def test_book_builds_with_tiny_parameters(tmp_path, tiny_model):
         "epochs": "2",
         "batch_size": "16",
         "dp_batch_size": "16",
+        "dp_epochs": "2",
     }
     argv = ["--root", str(root)] + [x for k, v in tiny.items() for x in ("-p", k, v)]
     assert build.main(argv) == 0
