@@ -164,9 +164,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from dpcore.data.cli import add_corpus_commands
     from dpcore.labeling.cli import add_label_command
+    from dpcore.study_cli import add_study_command
 
     add_corpus_commands(sub)
     add_label_command(sub)
+    add_study_command(sub)
     return parser
 
 

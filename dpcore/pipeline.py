@@ -70,10 +70,15 @@ def run(
     store: ResultStore | None = None,
     splits: datasets.DatasetDict | None = None,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
 ) -> RunResult:
-    """Train and evaluate ``cfg``, through ``store`` when given (a stored result is returned as it is)."""
+    """Train and evaluate ``cfg``, through ``store`` when given (a stored result is returned as it is).
+
+    With ``checkpoint_dir``, training saves its state there every epoch and resumes from it after a kill.
+    """
 
     def fresh(c: RunConfig) -> RunResult:
-        return train(c, splits if splits is not None else prepare_splits(c), progress=progress)
+        data = splits if splits is not None else prepare_splits(c)
+        return train(c, data, progress=progress, checkpoint_dir=checkpoint_dir)
 
     return store.get_or_run(cfg, fresh) if store is not None else fresh(cfg)
