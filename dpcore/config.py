@@ -106,11 +106,16 @@ class ModelConfig:
     """The encoder, its pooling, and the LoRA adapters (ignored in full fine-tuning).
 
     ``model`` is ``minilm-l6`` (the packaged pretrained MiniLM-L6), a local folder, or a hub id.
-    ``num_layers`` keeps only the first k encoder layers (None keeps all).
+    ``num_layers`` keeps only the first k encoder layers (None keeps all). ``trainable_layers`` trains only
+    the top k of them (LoRA adapters there, or every weight there in the full modes); the layers below are
+    frozen, and since they are then a fixed public function of each report, their output is computed once
+    per report and cached (no privacy cost, and an epoch costs only the top layers). 0 trains the head
+    alone on the frozen encoder (a linear probe); None trains all.
     """
 
     model: str = "minilm-l6"
     num_layers: int | None = None
+    trainable_layers: int | None = None
     max_length: int = 128
     pooling: str = "mean"
     # A data-independent prior for every label's logit (-2 is a positive rate of about 12%): findings are
@@ -127,6 +132,10 @@ class ModelConfig:
         _check(
             self.num_layers is None or self.num_layers > 0,
             f"num_layers must be positive, got {self.num_layers}",
+        )
+        _check(
+            self.trainable_layers is None or self.trainable_layers >= 0,
+            f"trainable_layers must be 0 (the head alone) or more, got {self.trainable_layers}",
         )
         _check(self.max_length >= 8, f"max_length must be at least 8, got {self.max_length}")
         _check(self.pooling in ("mean", "cls"), f"pooling must be 'mean' or 'cls', got {self.pooling!r}")

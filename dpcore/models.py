@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -87,6 +87,10 @@ class MultiLabelClassifier(nn.Module):
 
     Mean pooling over real tokens is the default: it is how all-MiniLM was trained, and with it a DP-trained
     head learns where a CLS head stays at chance (see the tuning note in the book).
+
+    With ``first_trainable`` k > 0 the encoder's layers below k are frozen: :meth:`frozen_features` computes
+    their output once, and ``forward`` then takes those hidden states ``[B, L, hidden]`` (floats) instead
+    of token ids and runs only layers k and up. Given token ids it always runs the whole encoder.
     """
 
     def __init__(
@@ -97,11 +101,13 @@ class MultiLabelClassifier(nn.Module):
         pooling: str = "mean",
         dropout: float = 0.1,
         head_bias_init: float = 0.0,
+        first_trainable: int = 0,
     ):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.hidden_size
         self.pooling = pooling
+        self.first_trainable = first_trainable
         # Mean-pooled MiniLM features have a per-dimension spread of about 0.07: a head on them needs
         # huge weights and learns slowly (under DP, not at all). A parameter-free normalisation fixes the
         # scale and adds nothing that trains.
@@ -110,22 +116,85 @@ class MultiLabelClassifier(nn.Module):
         self.head = nn.Linear(hidden, num_labels)
         nn.init.constant_(self.head.bias, head_bias_init)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        batch, length = input_ids.shape
-        # Contiguous (not an expanded view): ghost clipping's embedding norms reshape it with .view.
-        position_ids = torch.arange(length, device=input_ids.device).expand(batch, length).contiguous()
-        hidden = self.backbone(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            token_type_ids=torch.zeros_like(input_ids),
-            position_ids=position_ids,
-        ).last_hidden_state
+    def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, labels]`` from token ids ``[B, L]`` or, for a split model, from the frozen layers'
+        hidden states ``[B, L, hidden]``."""
+        if inputs.is_floating_point():
+            if not self.first_trainable:
+                raise ValueError(
+                    "hidden-state inputs need a model with frozen lower layers (first_trainable)"
+                )
+            layers = encoder_layers(self.backbone)[self.first_trainable :]
+            hidden = run_layers(self.backbone, layers, inputs, attention_mask)
+        else:
+            batch, length = inputs.shape
+            # Contiguous (not an expanded view): ghost clipping's embedding norms reshape it with .view.
+            position_ids = torch.arange(length, device=inputs.device).expand(batch, length).contiguous()
+            hidden = self.backbone(
+                input_ids=inputs,
+                attention_mask=attention_mask,
+                token_type_ids=torch.zeros_like(inputs),
+                position_ids=position_ids,
+            ).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return self.head(self.dropout(self.norm(pooled)))
+
+    @torch.no_grad()
+    def frozen_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The output of the frozen layers (embeddings and layers below ``first_trainable``), in eval mode:
+        a fixed function of each report that does not depend on training."""
+        base = _base_model(self.backbone)
+        was_training = self.training
+        self.eval()
+        try:
+            batch, length = input_ids.shape
+            hidden = base.embeddings(
+                input_ids=input_ids,
+                token_type_ids=torch.zeros_like(input_ids),
+                position_ids=torch.arange(length, device=input_ids.device).expand(batch, length),
+            )
+            layers = encoder_layers(self.backbone)[: self.first_trainable]
+            return run_layers(self.backbone, layers, hidden, attention_mask)
+        finally:
+            self.train(was_training)
+
+
+def _base_model(backbone: nn.Module) -> nn.Module:
+    """The transformers model inside a PEFT wrapper (or the model itself)."""
+    return backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+
+
+def encoder_layers(backbone: nn.Module) -> nn.ModuleList:
+    """The encoder's layer stack (``encoder.layer``: BERT, RoBERTa, MiniLM, ELECTRA and kin).
+
+    >>> len(encoder_layers(load_backbone("minilm-l6", num_layers=2)))
+    2
+    """
+    layers = getattr(getattr(_base_model(backbone), "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ValueError(
+            f"trainable_layers needs an encoder with a layer stack at encoder.layer (BERT-style); "
+            f"{type(_base_model(backbone)).__name__} has none: leave trainable_layers at None"
+        )
+    return layers
+
+
+def run_layers(
+    backbone: nn.Module, layers: Sequence[nn.Module], hidden: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    """``hidden`` through ``layers`` with the attention mask the model itself would build."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    mask = create_bidirectional_mask(
+        config=_base_model(backbone).config, inputs_embeds=hidden, attention_mask=attention_mask
+    )
+    for layer in layers:
+        hidden = layer(hidden, mask)
+    return hidden
 
 
 @contextlib.contextmanager
@@ -137,31 +206,57 @@ def quiet_checkpointing_deprecation() -> Iterator[None]:
         yield
 
 
-def add_lora(backbone: PreTrainedModel, cfg: ModelConfig) -> PeftModel:
-    """Wrap ``backbone`` with LoRA adapters on ``cfg.lora_targets``; only the adapters train."""
+def add_lora(backbone: PreTrainedModel, cfg: ModelConfig, *, first_layer: int = 0) -> PeftModel:
+    """Wrap ``backbone`` with LoRA adapters on ``cfg.lora_targets`` (in layers ``first_layer`` and up);
+    only the adapters train."""
+    depth = len(encoder_layers(backbone)) if first_layer else 0
     lora = LoraConfig(
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
         target_modules=list(cfg.lora_targets),
+        layers_to_transform=list(range(first_layer, depth)) if first_layer else None,
         bias="none",
     )
     with quiet_checkpointing_deprecation():
         return get_peft_model(backbone, lora)
 
 
+def first_trainable_layer(backbone: nn.Module, trainable_layers: int | None) -> int:
+    """Index of the lowest layer that trains when only the top ``trainable_layers`` do (0: all train).
+
+    >>> first_trainable_layer(load_backbone("minilm-l6", num_layers=4), 1)
+    3
+    """
+    if trainable_layers is None:
+        return 0
+    return max(0, len(encoder_layers(backbone)) - trainable_layers)
+
+
 def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelClassifier:
     """The classifier for a training ``mode``: LoRA adapters + head for ``lora``/``dp-lora``, every weight
-    for ``full``/``dp-full``. The model is returned in train mode (``from_pretrained`` returns eval mode, and Opacus must
+    for ``full``/``dp-full`` (of the top ``cfg.trainable_layers`` layers only, when that is set; with 0, the
+    head alone). The model is returned in train mode (``from_pretrained`` returns eval mode, and Opacus must
     see the training graph).
     """
     backbone = load_backbone(cfg.model, num_layers=cfg.num_layers)
-    if mode in ("lora", "dp-lora"):
-        backbone = add_lora(backbone, cfg)
-    elif mode not in ("full", "dp-full"):
+    first = first_trainable_layer(backbone, cfg.trainable_layers)
+    if mode not in ("lora", "dp-lora", "full", "dp-full"):
         raise ValueError(f"unknown mode {mode!r}; use one of full, lora, dp-lora, dp-full")
+    if cfg.trainable_layers == 0:
+        backbone.requires_grad_(False)  # no encoder layer trains: the head alone (a linear probe)
+    elif mode in ("lora", "dp-lora"):
+        backbone = add_lora(backbone, cfg, first_layer=first)
+    elif first:
+        trainable = {id(p) for p in encoder_layers(backbone)[first:].parameters()}
+        for p in backbone.parameters():
+            p.requires_grad_(id(p) in trainable)
     model = MultiLabelClassifier(
-        backbone, num_labels=num_labels, pooling=cfg.pooling, head_bias_init=cfg.head_bias_init
+        backbone,
+        num_labels=num_labels,
+        pooling=cfg.pooling,
+        head_bias_init=cfg.head_bias_init,
+        first_trainable=first,
     )
     model.train()
     return model

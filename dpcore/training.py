@@ -7,6 +7,7 @@ vector of shape ``[B]``; the loop reduces it with a mean (Opacus's ``loss_reduct
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import platform
@@ -37,12 +38,18 @@ IGNORE = -1.0  # target value of a label left out of the loss (the "ignore" unce
 
 # -- data ---------------------------------------------------------------------------------------------
 class EncodedReports(Dataset):
-    """Token ids and binary targets; items are ``(input_ids, targets)`` tensors (Opacus wants tuples)."""
+    """Model inputs and binary targets; items are ``(inputs, targets)`` tensors (Opacus wants tuples).
 
-    def __init__(self, input_ids: Sequence[Sequence[int]], targets: np.ndarray):
+    The inputs of a report are its token ids ``[L]``, or, for a model whose lower layers are frozen, their
+    output ``[L, hidden]`` (see :func:`frozen_features`).
+    """
+
+    def __init__(self, input_ids: Sequence[Sequence[int]] | Sequence[torch.Tensor], targets: np.ndarray):
         if len(input_ids) != len(targets):
             raise ValueError(f"{len(input_ids)} token sequences but {len(targets)} target rows")
-        self.input_ids = [torch.tensor(ids, dtype=torch.long) for ids in input_ids]
+        self.input_ids = [
+            ids if isinstance(ids, torch.Tensor) else torch.tensor(ids, dtype=torch.long) for ids in input_ids
+        ]
         self.targets = torch.as_tensor(targets, dtype=torch.float32)
 
     def __len__(self) -> int:
@@ -74,15 +81,49 @@ def encode(
 
 
 def pad_collate(pad_id: int):
-    """A collate function that pads each batch to its own longest report (dynamic padding)."""
+    """A collate function that pads each batch to its own longest report (dynamic padding); token ids pad
+    with ``pad_id``, frozen-layer features with zeros (masked out either way)."""
 
     def collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
-        ids = nn.utils.rnn.pad_sequence([b[0] for b in batch], batch_first=True, padding_value=pad_id)
+        pad = 0.0 if batch[0][0].is_floating_point() else pad_id
+        ids = nn.utils.rnn.pad_sequence([b[0] for b in batch], batch_first=True, padding_value=pad)
         lengths = torch.tensor([len(b[0]) for b in batch])
         mask = (torch.arange(ids.shape[1]).unsqueeze(0) < lengths.unsqueeze(1)).long()
         return ids, mask, torch.stack([b[1] for b in batch])
 
     return collate
+
+
+# Frozen-layer features by (model, layers, token ids): the runs of a study that share a model and a corpus
+# compute them once per process. A few entries only: each holds a corpus split's hidden states.
+_FEATURE_CACHE: dict[str, list[torch.Tensor]] = {}
+_FEATURE_CACHE_SIZE = 6
+
+
+def frozen_features(
+    model: nn.Module, data: EncodedReports, *, device: torch.device, key: str, batch_size: int = 64
+) -> EncodedReports:
+    """``data`` with each report's token ids replaced by the output of ``model``'s frozen lower layers.
+
+    Those layers never change in training, so their output is a fixed function of each report, computed
+    once here (no privacy cost) instead of in every step. Reports run in length-sorted batches.
+    """
+    ids_blob = b"".join(x.numpy().tobytes() + b"|" for x in data.input_ids)
+    full_key = hashlib.sha256(key.encode() + ids_blob).hexdigest()
+    features = _FEATURE_CACHE.get(full_key)
+    if features is None:
+        features = [torch.empty(0)] * len(data)
+        lengths = torch.tensor([len(x) for x in data.input_ids])
+        collate = pad_collate(0)
+        for chunk in torch.argsort(lengths, stable=True).split(batch_size):
+            ids, mask, _ = collate([data[i] for i in chunk.tolist()])
+            hidden = model.frozen_features(ids.to(device), mask.to(device)).cpu()
+            for row, i in enumerate(chunk.tolist()):
+                features[i] = hidden[row, : lengths[i]].clone()
+        while len(_FEATURE_CACHE) >= _FEATURE_CACHE_SIZE:
+            _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
+        _FEATURE_CACHE[full_key] = features
+    return EncodedReports(features, data.targets.numpy())
 
 
 # -- loss ---------------------------------------------------------------------------------------------
@@ -774,6 +815,13 @@ def train(
     # non-private epoch does (q = B / N would see B * ceil(N / B) of them: more, whenever B does not divide N).
     sample_rate = 1 / steps_per_epoch
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
+    if model.first_trainable:
+        t_features = time.perf_counter()
+        key = f"{cfg.model.model}|{cfg.model.num_layers}|{model.first_trainable}"
+        enc = {name: frozen_features(model, e, device=device, key=key) for name, e in enc.items()}
+        feature_seconds = time.perf_counter() - t_features
+    else:
+        feature_seconds = 0.0
     engine = _build_engine(
         cfg,
         model,
@@ -842,7 +890,12 @@ def train(
         privacy=privacy,
         data={name: len(enc[name]) for name in enc},
         parameters=parameter_counts(engine.inner),
-        timings={"train_seconds": train_seconds, "total_seconds": time.perf_counter() - t_start},
+        timings={
+            "train_seconds": train_seconds,
+            # The frozen layers' output, computed once (0 when every layer trains, or when cached).
+            "feature_seconds": feature_seconds,
+            "total_seconds": time.perf_counter() - t_start,
+        },
         peak_memory_mb=_peak_memory_mb(device),
         versions=library_versions(),
         extra=extra,

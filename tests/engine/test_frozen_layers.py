@@ -1,0 +1,108 @@
+"""Training only the top layers on cached frozen-layer features: two computations that must agree.
+
+The split model (frozen lower layers run once, their output fed to the top layers) must give the logits,
+the per-sample gradients and the trained weights that the whole model gives when only its top layers train.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpcore.models import build_model, load_tokenizer
+from dpcore.training import make_private, pad_collate, per_example_loss, seed_everything, train
+
+TEXTS = [
+    "No focal consolidation, effusion or pneumothorax.",
+    "Small left pleural effusion with adjacent atelectasis.",
+    "Heart size is mildly enlarged.",
+    "Right lower lobe opacity concerning for pneumonia.",
+]
+
+
+def _model(cfg, mode, trainable_layers):
+    seed_everything(0)
+    model = build_model(
+        cfg.model.__class__(**{**cfg.model.__dict__, "trainable_layers": trainable_layers}),
+        num_labels=14,
+        mode=mode,
+    )
+    for module in model.modules():  # dropout would make the two computations differ
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+@pytest.fixture(scope="module")
+def batch(tiny_config):
+    tok = load_tokenizer(tiny_config.model.model)
+    items = [(torch.tensor(ids), torch.zeros(14)) for ids in tok(TEXTS)["input_ids"]]
+    for k, (_, y) in enumerate(items):
+        y[k] = 1.0
+    return pad_collate(tok.pad_token_id)(items)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_the_split_model_gives_the_whole_models_logits(tiny_config, batch, mode):
+    ids, mask, _ = batch
+    model = _model(tiny_config, mode, trainable_layers=1)
+    assert model.first_trainable == 1
+    with torch.no_grad():
+        for p in model.parameters():  # LoRA's B starts at zero: move every weight so adapters count
+            p.add_(0.01 * torch.randn_like(p))
+    whole = model(ids, mask)
+    split = model(model.frozen_features(ids, mask), mask)
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("mode", "trainable"), [("dp-lora", {"layer.1.", "head."}), ("dp-full", {"layer.1.", "head."})]
+)
+def test_only_the_top_layers_train_and_their_per_sample_gradients_match(tiny_config, batch, mode, trainable):
+    ids, mask, targets = batch
+    whole = _model(tiny_config, mode, trainable_layers=1)
+    names = [n for n, p in whole.named_parameters() if p.requires_grad]
+    assert names and all(any(t in n for t in trainable) for n in names), names
+
+    def per_sample(model, inputs):
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+        private = make_private(
+            model,
+            opt,
+            noise_multiplier=0.0,
+            max_grad_norm=1e6,
+            expected_batch_size=4,
+            grad_sample_mode="hooks",
+        )
+        per_example_loss(private.module(inputs, mask), targets).mean().backward()
+        return {n: p.grad_sample.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    split = _model(tiny_config, mode, trainable_layers=1)
+    a = per_sample(whole, ids)
+    b = per_sample(split, split.frozen_features(ids, mask))
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_head_only_trains_the_head_alone(tiny_config, tiny_splits):
+    cfg = tiny_config.replace(trainable_layers=0, mode="dp-lora", epsilon=10.0)
+    result = train(cfg, tiny_splits, progress=False, keep_model=True)
+    assert [n for n, p in result.model.named_parameters() if p.requires_grad] == ["head.weight", "head.bias"]
+    assert result.parameters["trainable"] == result.model.head.weight.numel() + 14
+    assert result.timings["feature_seconds"] >= 0 and result.privacy.epsilon_rdp <= 10.0
+
+
+def test_runs_that_share_model_and_reports_compute_the_frozen_features_once(tiny_config, tiny_splits):
+    from dpcore import training
+
+    training._FEATURE_CACHE.clear()
+    lora = train(tiny_config.replace(trainable_layers=1, mode="lora"), tiny_splits, progress=False)
+    assert len(training._FEATURE_CACHE) == 3  # train, validation, test
+    dp = train(
+        tiny_config.replace(trainable_layers=1, mode="dp-lora", epsilon=10.0), tiny_splits, progress=False
+    )
+    assert len(training._FEATURE_CACHE) == 3
+    whole = train(tiny_config, tiny_splits, progress=False)
+    assert lora.parameters["trainable"] == dp.parameters["trainable"] < whole.parameters["trainable"]
+    assert whole.timings["feature_seconds"] == 0.0
