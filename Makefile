@@ -7,9 +7,16 @@ BIN := $(VENV)/bin
 # Reinstall when the project's requirements change.
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: book test test-all lint format clean setup
+.PHONY: book test test-all lint format clean setup browser
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The book's browser test (tests/book/test_browser.py) drives the system Chromium through the system
+# chromedriver (Debian packages; CI runs as root). Installed only when missing.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "installing chromium and chromium-driver with apt-get"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,11 +40,11 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+test: lint browser
 	$(BIN)/python -m pytest -m "not slow" -q
 
 # Also the slow tests (a real small LLM as teacher).
-test-all: lint
+test-all: lint browser
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -1,4 +1,6 @@
-"""The book: chapters run under papermill with tiny parameters, the book renders, a failing cell fails it."""
+"""The book: chapters run under papermill with tiny parameters, the book renders, a failing cell fails it.
+
+The tiny build is the session fixture ``built_book`` (conftest.py), shared with the browser test."""
 
 from __future__ import annotations
 
@@ -25,18 +27,6 @@ def _load_build():
 build = _load_build()
 
 
-def _copy_book(dest: Path) -> Path:
-    for name in ("_config.yml", "_toc.yml"):
-        shutil.copy(ROOT / name, dest / name)
-    shutil.copytree(ROOT / "notebooks", dest / "notebooks", ignore=shutil.ignore_patterns("*.ipynb"))
-    shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
-    (dest / "book").mkdir()
-    shutil.copytree(ROOT / "book" / "archive", dest / "book" / "archive")
-    for page in (ROOT / "book").glob("*.md"):
-        shutil.copy(page, dest / "book" / page.name)
-    return dest
-
-
 def _outputs_text(nb) -> str:
     parts = []
     for cell in nb.cells:
@@ -45,22 +35,10 @@ def _outputs_text(nb) -> str:
     return "\n".join(parts)
 
 
-def test_book_builds_with_tiny_parameters(tmp_path, tiny_model):
-    root = _copy_book(tmp_path)
-    tiny = {
-        "n_reports": "150",
-        "bench_reports": "200",
-        "model": tiny_model,
-        "num_layers": "null",
-        "max_length": "48",
-        "epochs": "2",
-        "batch_size": "16",
-        "dp_batch_size": "16",
-        "dp_epochs": "2",
-    }
-    argv = ["--root", str(root)] + [x for k, v in tiny.items() for x in ("-p", k, v)]
-    assert build.main(argv) == 0
-    html = root / "_build" / "html"
+def test_book_builds_with_tiny_parameters(built_book, tiny_model):
+    # The build itself is the session fixture `built_book` (tests/book/conftest.py, TINY_PARAMETERS).
+    assert built_book.exit_code == 0
+    root, html = built_book.root, built_book.html
     page = (html / "book" / "notebooks" / "dp_lora.html").read_text()
     # The F1/epsilon table computed in this very build is on the page.
     nb = nbformat.read(root / "book" / "notebooks" / "dp_lora.ipynb", as_version=4)
@@ -69,9 +47,13 @@ def test_book_builds_with_tiny_parameters(tmp_path, tiny_model):
     assert (html / "index.html").is_file()
     for chapter in build.chapters(root):
         assert (html / "book" / "notebooks" / f"{chapter}.html").is_file(), chapter
-    # An unchanged chapter is not executed again.
+
+
+def test_an_unchanged_chapter_is_not_executed_again(built_book):
+    root = built_book.root
     stamp = (root / "book" / "notebooks" / "dp_lora.ipynb").stat().st_mtime_ns
-    build.execute("dp_lora", root=root, overrides={k: build._parse_value(v) for k, v in tiny.items()})
+    overrides = {k: build._parse_value(v) for k, v in built_book.parameters.items()}
+    build.execute("dp_lora", root=root, overrides=overrides)
     assert (root / "book" / "notebooks" / "dp_lora.ipynb").stat().st_mtime_ns == stamp
 
 
