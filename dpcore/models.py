@@ -144,20 +144,27 @@ class MultiLabelClassifier(nn.Module):
         return self.head(self.dropout(self.norm(pooled)))
 
     @torch.no_grad()
-    def frozen_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def frozen_features(
+        self, inputs: torch.Tensor, attention_mask: torch.Tensor, *, start: int = 0
+    ) -> torch.Tensor:
         """The output of the frozen layers (embeddings and layers below ``first_trainable``), in eval mode:
-        a fixed function of each report that does not depend on training."""
-        base = _base_model(self.backbone)
+        a fixed function of each report that does not depend on training.
+
+        From token ids (``start`` 0), or from the output of the first ``start`` layers (hidden states),
+        so that features computed for a shallower split can be carried deeper.
+        """
         was_training = self.training
         self.eval()
         try:
-            batch, length = input_ids.shape
-            hidden = base.embeddings(
-                input_ids=input_ids,
-                token_type_ids=torch.zeros_like(input_ids),
-                position_ids=torch.arange(length, device=input_ids.device).expand(batch, length),
-            )
-            layers = encoder_layers(self.backbone)[: self.first_trainable]
+            hidden = inputs
+            if start == 0:
+                batch, length = inputs.shape
+                hidden = _base_model(self.backbone).embeddings(
+                    input_ids=inputs,
+                    token_type_ids=torch.zeros_like(inputs),
+                    position_ids=torch.arange(length, device=inputs.device).expand(batch, length),
+                )
+            layers = encoder_layers(self.backbone)[start : self.first_trainable]
             return run_layers(self.backbone, layers, hidden, attention_mask)
         finally:
             self.train(was_training)

@@ -30,7 +30,13 @@ from dpcore import __version__
 from dpcore.config import MODE_DEFAULTS, RunConfig
 from dpcore.labels import binarize, get_label_set
 from dpcore.metrics import evaluate
-from dpcore.models import build_model, load_tokenizer, parameter_counts, quiet_checkpointing_deprecation
+from dpcore.models import (
+    build_model,
+    load_tokenizer,
+    parameter_counts,
+    quiet_checkpointing_deprecation,
+    resolve_model_path,
+)
 from dpcore.privacy import check_delta, default_delta, epsilons, noise_for_epsilon
 
 IGNORE = -1.0  # target value of a label left out of the loss (the "ignore" uncertainty policy)
@@ -94,10 +100,11 @@ def pad_collate(pad_id: int):
     return collate
 
 
-# Frozen-layer features by (model, layers, token ids): the runs of a study that share a model and a corpus
-# compute them once per process. A few entries only: each holds a corpus split's hidden states.
-_FEATURE_CACHE: dict[str, list[torch.Tensor]] = {}
-_FEATURE_CACHE_SIZE = 6
+# Frozen-layer features by (weights, depth, token ids): the runs of a study that share a model and a corpus
+# compute them once per process, and a deeper split starts from a shallower one's output (a truncated model
+# keeps the first layers' weights, so the stand-ins of several sizes share them). Bounded by size.
+_FEATURE_CACHE: dict[tuple[str, str, int], list[torch.Tensor]] = {}
+_FEATURE_CACHE_BYTES = 6 * 2**30
 
 
 def frozen_features(
@@ -106,24 +113,44 @@ def frozen_features(
     """``data`` with each report's token ids replaced by the output of ``model``'s frozen lower layers.
 
     Those layers never change in training, so their output is a fixed function of each report, computed
-    once here (no privacy cost) instead of in every step. Reports run in length-sorted batches.
+    once here (no privacy cost) instead of in every step. ``key`` names the weights (the model's path).
+    Reports run in length-sorted batches.
     """
-    ids_blob = b"".join(x.numpy().tobytes() + b"|" for x in data.input_ids)
-    full_key = hashlib.sha256(key.encode() + ids_blob).hexdigest()
-    features = _FEATURE_CACHE.get(full_key)
+    ids_hash = hashlib.sha256(b"".join(x.numpy().tobytes() + b"|" for x in data.input_ids)).hexdigest()
+    depth = model.first_trainable
+    features = _FEATURE_CACHE.get((key, ids_hash, depth))
     if features is None:
-        features = [torch.empty(0)] * len(data)
-        lengths = torch.tensor([len(x) for x in data.input_ids])
-        collate = pad_collate(0)
-        for chunk in torch.argsort(lengths, stable=True).split(batch_size):
-            ids, mask, _ = collate([data[i] for i in chunk.tolist()])
-            hidden = model.frozen_features(ids.to(device), mask.to(device)).cpu()
-            for row, i in enumerate(chunk.tolist()):
-                features[i] = hidden[row, : lengths[i]].clone()
-        while len(_FEATURE_CACHE) >= _FEATURE_CACHE_SIZE:
-            _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
-        _FEATURE_CACHE[full_key] = features
+        shallower = [d for (k, h, d) in _FEATURE_CACHE if (k, h) == (key, ids_hash) and d < depth]
+        start = max(shallower, default=0)
+        inputs = _FEATURE_CACHE[(key, ids_hash, start)] if start else data.input_ids
+        features = _run_frozen(model, inputs, start=start, device=device, batch_size=batch_size)
+        _remember((key, ids_hash, depth), features)
     return EncodedReports(features, data.targets.numpy())
+
+
+def _run_frozen(
+    model: nn.Module, inputs: Sequence[torch.Tensor], *, start: int, device: torch.device, batch_size: int
+) -> list[torch.Tensor]:
+    lengths = torch.tensor([len(x) for x in inputs])
+    out: list[torch.Tensor] = [torch.empty(0)] * len(inputs)
+    collate = pad_collate(0)
+    for chunk in torch.argsort(lengths, stable=True).split(batch_size):
+        batch, mask, _ = collate([(inputs[i], torch.zeros(0)) for i in chunk.tolist()])
+        hidden = model.frozen_features(batch.to(device), mask.to(device), start=start).cpu()
+        for row, i in enumerate(chunk.tolist()):
+            out[i] = hidden[row, : lengths[i]].clone()
+    return out
+
+
+def _remember(key: tuple[str, str, int], features: list[torch.Tensor]) -> None:
+    """Keep ``features``, dropping the oldest entries beyond the cache's size."""
+    _FEATURE_CACHE[key] = features
+
+    def size(entry: list[torch.Tensor]) -> int:
+        return sum(t.numel() * t.element_size() for t in entry)
+
+    while len(_FEATURE_CACHE) > 1 and sum(size(v) for v in _FEATURE_CACHE.values()) > _FEATURE_CACHE_BYTES:
+        _FEATURE_CACHE.pop(next(iter(_FEATURE_CACHE)))
 
 
 # -- loss ---------------------------------------------------------------------------------------------
@@ -817,11 +844,39 @@ def train(
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
     if model.first_trainable:
         t_features = time.perf_counter()
-        key = f"{cfg.model.model}|{cfg.model.num_layers}|{model.first_trainable}"
+        key = resolve_model_path(cfg.model.model)
         enc = {name: frozen_features(model, e, device=device, key=key) for name, e in enc.items()}
         feature_seconds = time.perf_counter() - t_features
     else:
         feature_seconds = 0.0
+    start: dict[str, Any] = {}
+    if cfg.train.warm_start:
+        from dpcore.warm_start import load_weights, warm_start
+
+        t_warm = time.perf_counter()
+        public = warm_start(cfg)
+        load_weights(model, public.weights)
+        # What the public model alone scores on this run's test split: the reference a private fine-tuning
+        # must beat to have learned anything from the private data.
+        public_metrics, _ = _evaluate(
+            dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threshold_policy="fixed")),
+            model,
+            enc,
+            splits,
+            pad_collate(tokenizer.pad_token_id or 0),
+            device,
+            label_column=label_column,
+            reference_column=reference_column,
+            label_names=label_names,
+        )
+        start = {
+            "corpus": cfg.train.warm_start,
+            "reports": public.reports,
+            "config_hash": public.config_hash,
+            "public_test_weighted_f1": public.public_weighted_f1,
+            "test_vs_reference": public_metrics["test_vs_reference"],
+            "seconds": time.perf_counter() - t_warm,
+        }
     engine = _build_engine(
         cfg,
         model,
@@ -879,6 +934,7 @@ def train(
         "physical_batch_size": cfg.train.resolved_physical_batch_size,
         # The schedule actually run (the mode's defaults filled in).
         "schedule": {k: getattr(schedule, k) for k in MODE_DEFAULTS[cfg.train.mode]},
+        **({"warm_start": start} if start else {}),
         **thresholds,
     }
     return RunResult(

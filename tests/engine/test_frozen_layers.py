@@ -106,3 +106,22 @@ def test_runs_that_share_model_and_reports_compute_the_frozen_features_once(tiny
     whole = train(tiny_config, tiny_splits, progress=False)
     assert lora.parameters["trainable"] == dp.parameters["trainable"] < whole.parameters["trainable"]
     assert whole.timings["feature_seconds"] == 0.0
+    assert {depth for (_, _, depth) in training._FEATURE_CACHE} == {1}
+
+
+def test_deeper_features_carried_from_shallower_ones_equal_features_from_scratch(tiny_config, tiny_splits):
+    """The head alone (depth 2 of the tiny 2-layer model) after the top layer (depth 1): depth 2 is carried
+    from the cached depth 1, and equals depth 2 computed from token ids."""
+    from dpcore import training
+
+    training._FEATURE_CACHE.clear()
+    train(tiny_config.replace(trainable_layers=1), tiny_splits, progress=False)
+    train(tiny_config.replace(trainable_layers=0), tiny_splits, progress=False)
+    carried = {h: v for (_, h, d), v in training._FEATURE_CACHE.items() if d == 2}
+    training._FEATURE_CACHE.clear()
+    train(tiny_config.replace(trainable_layers=0), tiny_splits, progress=False)
+    fresh = {h: v for (_, h, d), v in training._FEATURE_CACHE.items() if d == 2}
+    assert carried.keys() == fresh.keys() and len(fresh) == 3
+    for h in fresh:
+        for a, b in zip(carried[h], fresh[h], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

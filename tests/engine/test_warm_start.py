@@ -1,0 +1,40 @@
+"""The public warm start: trained once on a disjoint public sample, loaded before the private run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dpcore import warm_start as ws
+from dpcore.training import train
+
+
+def test_a_warm_started_run_starts_from_the_public_weights(tiny_config, tiny_splits, monkeypatch):
+    cfg = tiny_config.replace(
+        mode="dp-lora", epsilon=10.0, warm_start="synthetic-cxr", warm_start_reports=100
+    )
+    public = ws.public_config(cfg)
+    assert public.data.data_seed != cfg.data.data_seed and not public.is_private
+    ws._CACHE.clear()
+    start = ws.warm_start(cfg)
+    loaded = {}
+    real_load = ws.load_weights
+
+    def spy(model, weights):
+        real_load(model, weights)
+        loaded.update({n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad})
+
+    monkeypatch.setattr(ws, "load_weights", spy)
+    result = train(cfg, tiny_splits, progress=False)
+    assert loaded.keys() == start.weights.keys()
+    assert all(torch.equal(loaded[n], start.weights[n]) for n in loaded)
+    warm = result.extra["warm_start"]
+    assert warm["reports"] == 100 and warm["config_hash"] == public.config_hash()
+    assert 0.0 <= warm["test_vs_reference"]["f1"]["weighted"] <= 1.0
+    assert result.privacy.epsilon_rdp <= 10.0  # public training spends nothing
+
+
+def test_a_warm_start_of_another_label_set_is_refused(tiny_config):
+    cfg = tiny_config.replace(warm_start="synthetic-ct")
+    with pytest.raises(ValueError, match="carries ctrate labels"):
+        ws.public_config(cfg)
