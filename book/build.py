@@ -1,11 +1,15 @@
 """Build the book: execute every notebook with papermill, then render the executed notebooks to HTML.
 
-    python book/build.py                          # every chapter at its default parameters
+    python book/build.py                          # every chapter at its default parameters (profile quick)
+    python book/build.py -p profile paper         # the paper's scale (GPUs, your MIMIC-CXR / CT-RATE folders)
     python book/build.py -p n_reports 500         # override a parameter in every chapter that has it
     python book/build.py --only dp_lora --no-html # execute one chapter, skip rendering
 
-Executed notebooks land in ``book/notebooks/``; each records a key (its source, its parameters and
-dpcore's code), and an unchanged chapter is not executed again. A cell that fails fails the build, naming
+First the studies that chapters read (``studies/*.yml``) run, in one process, so that runs sharing a model and
+a corpus compute its frozen layers once; every run is stored by the hash of its configuration, and the
+chapters then read the stored runs (``profile`` and ``overrides`` select and adjust them, as in the chapters).
+Executed notebooks land in ``book/notebooks/``; each records a key (its source, its parameters, dpcore's
+code, the studies and the archive), and an unchanged chapter is not executed again. A cell that fails fails the build, naming
 the notebook and the cell. Jupyter Book then renders with execution off: every output in the HTML is the
 one papermill produced in this build or in an identical earlier one.
 """
@@ -29,6 +33,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "dpcore_build_key"
+# The studies the chapters read, trained before any chapter runs. Shallow model splits first: a deeper split
+# carries their frozen features on instead of recomputing them.
+STUDIES = ("model_size", "grid", "ct_length")
 
 
 class NotebookFailed(RuntimeError):
@@ -66,13 +73,43 @@ def build_key(source: str, parameters: dict[str, Any], code: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def archive_fingerprint(root: Path) -> str:
-    """A hash of the archived runs that chapters read (``book/archive/``): new files, a new build."""
+def folder_fingerprint(root: Path, folder: str) -> str:
+    """A hash of the files under ``root/folder`` (the archived runs, the studies): new files, a new build."""
     digest = hashlib.sha256()
-    for path in sorted((root / "book" / "archive").rglob("*")):
+    for path in sorted((root / folder).rglob("*")):
         if path.is_file():
             digest.update(path.relative_to(root).as_posix().encode() + path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def archive_fingerprint(root: Path) -> str:
+    return folder_fingerprint(root, "book/archive") + folder_fingerprint(root, "studies")
+
+
+def run_studies(root: Path, overrides: dict[str, Any]) -> None:
+    """Train what the chapters' studies lack, in this process, at the ``profile`` and run ``overrides`` that
+    the chapters receive too; print each study's time."""
+    from dpcore.results import ResultStore
+    from dpcore.study import Study, plan, run_study
+
+    profile = overrides.get("profile", "quick")
+    run_overrides = overrides.get("overrides") or {}
+    store = ResultStore(root / str(overrides.get("results_dir", "results")))
+    for name in STUDIES:
+        path = root / "studies" / f"{name}.yml"
+        if not path.is_file():
+            continue
+        study = Study.load(path)
+        todo = int(
+            (plan(study, profile=profile, overrides=run_overrides, store=store)["status"] != "stored").sum()
+        )
+        if todo == 0:
+            print(f"[book] study {name} ({profile}): every run stored", flush=True)
+            continue
+        t0 = time.perf_counter()
+        print(f"[book] study {name} ({profile}): training {todo} runs", flush=True)
+        run_study(study, profile=profile, overrides=run_overrides, store=store, progress=False)
+        print(f"[book] study {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path:
@@ -142,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"no chapter called {unknown}; chapters: {names}")
     try:
+        t_studies = time.perf_counter()
+        run_studies(args.root, overrides)
+        print(f"[book] studies: {time.perf_counter() - t_studies:.0f} s", flush=True)
         for name in args.only or names:
             execute(name, root=args.root, overrides=overrides, force=args.force)
     except NotebookFailed as err:
@@ -150,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_html:
         html = render(args.root, args.output)
         print(f"[book] HTML in {html}/index.html", flush=True)
-    print(f"[book] total {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"[book] total {time.perf_counter() - t0:.0f} s ({len(args.only or names)} chapters)", flush=True)
     return 0
 
 

@@ -38,8 +38,8 @@ DEFAULT_GRAD_SAMPLE_MODE: dict[str, str] = {"dp-lora": "hooks", "dp-full": "ghos
 # sorted by length and run in chunks of this size; it is still one clipped, noised step.
 DEFAULT_PHYSICAL_BATCH_SIZE: dict[str, int] = {"full": 32, "lora": 64, "dp-lora": 64, "dp-full": 32}
 THRESHOLD_POLICIES: tuple[str, ...] = ("fixed", "validation")
-# Public corpora a run may warm-start from (see TrainConfig.warm_start).
-WARM_START_CORPORA: tuple[str, ...] = ("synthetic-cxr", "synthetic-ct")
+# Public data a run may warm-start from (see TrainConfig.warm_start).
+WARM_START_CORPORA: tuple[str, ...] = ("synthetic",)
 # Tuned per mode (see the book's tuning note): DP needs large logical batches and more epochs, because the
 # noise on each step's mean gradient is sigma * C / batch_size. The DP values reach the learning bar at
 # about 8,000 training reports; on much smaller data sets no setting brings DP-LoRA close to LoRA.
@@ -203,9 +203,8 @@ class TrainConfig:
     not the mathematics. ``threshold_policy="validation"`` tunes one threshold per label on the validation
     split: under DP that is a release of private data outside the accountant, and the result says so.
 
-    ``warm_start`` names a *public* synthetic corpus (``synthetic-cxr`` or ``synthetic-ct``): the adapters
-    and head (or the trainable weights) are first trained on ``warm_start_reports`` of its reports without
-    privacy, at the non-private mode's defaults, and the run starts from there. Public data costs no
+    ``warm_start="synthetic"``: the adapters and head (or the trainable weights) are first trained without
+    privacy on ``warm_start_reports`` *public* reports, the synthetic corpus of the run's label set, at the non-private mode's defaults, and the run starts from there. Public data costs no
     privacy; a synthetic warm start for a synthetic private corpus comes from the same generator, which
     flatters the private run (the book says so wherever it shows one).
     """

@@ -17,7 +17,8 @@ from dpcore.config import RunConfig
 
 # The public sample's data seed is the private corpus's seed plus this, so the two are different draws.
 PUBLIC_SEED_OFFSET = 1_000
-PUBLIC_LABEL_SETS = {"synthetic-cxr": "chexpert", "synthetic-ct": "ctrate"}
+# The public corpus of each label set.
+PUBLIC_CORPORA = {"chexpert": "synthetic-cxr", "ctrate": "synthetic-ct"}
 NON_PRIVATE = {"dp-lora": "lora", "dp-full": "full"}
 
 
@@ -38,19 +39,16 @@ def public_config(cfg: RunConfig) -> RunConfig:
     """The non-private run on public reports that ``cfg``'s warm start trains: same model and adapters,
     the non-private mode's default schedule, the public corpus at a disjoint seed.
 
-    >>> cfg = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 1.0, "warm_start": "synthetic-cxr"})
+    >>> cfg = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 1.0, "warm_start": "synthetic"})
     >>> pub = public_config(cfg)
     >>> pub.train.mode, pub.data.corpus, pub.data.data_seed, pub.privacy.epsilon, pub.train.warm_start
     ('lora', 'synthetic-cxr', 1000, None, None)
     """
-    corpus = cfg.train.warm_start
-    if corpus is None:
+    if cfg.train.warm_start is None:
         raise ValueError("the run has no warm_start")
-    if PUBLIC_LABEL_SETS[corpus] != cfg.teacher.label_set:
-        raise ValueError(
-            f"warm_start {corpus!r} carries {PUBLIC_LABEL_SETS[corpus]} labels but the run uses "
-            f"label_set={cfg.teacher.label_set!r}"
-        )
+    corpus = PUBLIC_CORPORA.get(cfg.teacher.label_set)
+    if corpus is None:
+        raise ValueError(f"no public synthetic corpus carries {cfg.teacher.label_set!r} labels")
     flat: dict[str, Any] = cfg.to_flat()
     for name in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "physical_batch_size"):
         flat[name] = None  # the public run takes its own mode's tuned schedule

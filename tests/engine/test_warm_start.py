@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from dpcore import warm_start as ws
@@ -10,9 +9,7 @@ from dpcore.training import train
 
 
 def test_a_warm_started_run_starts_from_the_public_weights(tiny_config, tiny_splits, monkeypatch):
-    cfg = tiny_config.replace(
-        mode="dp-lora", epsilon=10.0, warm_start="synthetic-cxr", warm_start_reports=100
-    )
+    cfg = tiny_config.replace(mode="dp-lora", epsilon=10.0, warm_start="synthetic", warm_start_reports=100)
     public = ws.public_config(cfg)
     assert public.data.data_seed != cfg.data.data_seed and not public.is_private
     ws._CACHE.clear()
@@ -34,7 +31,7 @@ def test_a_warm_started_run_starts_from_the_public_weights(tiny_config, tiny_spl
     assert result.privacy.epsilon_rdp <= 10.0  # public training spends nothing
 
 
-def test_a_warm_start_of_another_label_set_is_refused(tiny_config):
-    cfg = tiny_config.replace(warm_start="synthetic-ct")
-    with pytest.raises(ValueError, match="carries ctrate labels"):
-        ws.public_config(cfg)
+def test_the_public_corpus_follows_the_label_set(tiny_config):
+    ct = tiny_config.replace(corpus="synthetic-ct", label_set="ctrate", warm_start="synthetic")
+    assert ws.public_config(ct).data.corpus == "synthetic-ct"
+    assert ws.public_config(tiny_config.replace(warm_start="synthetic")).data.corpus == "synthetic-cxr"
