@@ -28,7 +28,9 @@ COLUMNS = [
     "model",
     "num_layers",
     "max_length",
+    "trainable_layers",
     "mode",
+    "warm_start",
     "target_epsilon",
     "epsilon_rdp",
     "epsilon_prv",
@@ -38,6 +40,8 @@ COLUMNS = [
     "n_train",
     *(f"{m}{suffix}" for m in METRICS for suffix in ("", "_lo", "_hi")),
     "macro_auroc",
+    "public_only_weighted_f1",
+    "feature_seconds",
     "train_seconds",
     "peak_memory_mb",
     "epochs",
@@ -48,6 +52,7 @@ ID_COLUMNS = ["config_hash", "run", "corpus", "label_set", "model", "num_layers"
 ID_COLUMNS += ["target_epsilon", "seed"]
 # Config fields the columns above already show (under these names or as what the run measured).
 _SHOWN = {"corpus", "label_set", "model", "num_layers", "max_length", "mode", "epsilon", "delta"}
+_SHOWN |= {"trainable_layers", "warm_start"}
 _SHOWN |= {"noise_multiplier", "seed", "epochs", "batch_size"}
 LABEL_PREFIX = "f1:"
 
@@ -87,7 +92,10 @@ def _row(result: RunResult) -> dict[str, Any]:
     schedule.update(result.extra.get("schedule") or {})
     row: dict[str, Any] = {
         "config_hash": result.config_hash,
-        **{k: flat.get(k) for k in ("corpus", "label_set", "model", "num_layers", "max_length", "mode")},
+        **{k: flat.get(k) for k in ("corpus", "label_set", "model", "num_layers", "max_length")},
+        "trainable_layers": flat.get("trainable_layers"),
+        "mode": flat.get("mode"),
+        "warm_start": flat.get("warm_start"),
         "target_epsilon": _num(privacy.target_epsilon if privacy else None),
         "epsilon_rdp": _num(privacy.epsilon_rdp if privacy else None),
         "epsilon_prv": _num(privacy.epsilon_prv if privacy else None),
@@ -101,6 +109,11 @@ def _row(result: RunResult) -> dict[str, Any]:
         row.update({f"{name}_f1": ref["f1"][name], f"{name}_f1_lo": _num(lo), f"{name}_f1_hi": _num(hi)})
     row.update(
         macro_auroc=_num(ref["auroc"]["macro"]),
+        # What the public warm start alone scores on this run's test split (the private run must beat it).
+        public_only_weighted_f1=_num(
+            (result.extra.get("warm_start") or {}).get("test_vs_reference", {}).get("f1", {}).get("weighted")
+        ),
+        feature_seconds=result.timings.get("feature_seconds", 0.0),
         train_seconds=result.timings.get("train_seconds"),
         peak_memory_mb=result.peak_memory_mb,
         epochs=schedule.get("epochs"),

@@ -1,0 +1,136 @@
+"""One figure style for the whole book, and the names of the runs a study table holds.
+
+Chapters draw from the tidy study table (:func:`dpcore.study.study_table`); this module names each row's
+*series* (what kind of training it was) the same way everywhere, and draws the figures that more than one
+chapter needs. seaborn and matplotlib are imported lazily: the library itself does not need them.
+
+>>> import pandas as pd
+>>> rows = pd.DataFrame({"mode": ["lora", "dp-lora", "dp-lora", "lora"], "warm_start": [None, None, "synthetic", None],
+...                      "trainable_layers": [1, 1, 1, 0]})
+>>> series(rows).tolist()
+['LoRA', 'DP-LoRA', 'DP-LoRA, public warm start', 'head alone']
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+# Series names, in the order legends list them.
+LORA, FULL, DP_LORA, DP_WARM = "LoRA", "full fine-tuning", "DP-LoRA", "DP-LoRA, public warm start"
+HEAD, DP_HEAD, DP_FULL = "head alone", "DP, head alone", "DP full fine-tuning"
+SERIES_ORDER = [FULL, LORA, HEAD, DP_LORA, DP_WARM, DP_HEAD, DP_FULL]
+PRIVATE_SERIES = [DP_LORA, DP_WARM, DP_HEAD, DP_FULL]
+CORPUS_NAMES = {
+    "synthetic-cxr": "chest X-ray (synthetic)",
+    "synthetic-ct": "chest CT (synthetic)",
+    "disk": "disk",
+}
+
+
+def _series(mode: str, warm_start: Any, trainable_layers: Any) -> str:
+    head_only = trainable_layers is not None and not _missing(trainable_layers) and int(trainable_layers) == 0
+    if mode in ("lora", "full"):
+        return HEAD if head_only else (LORA if mode == "lora" else FULL)
+    if head_only:
+        return DP_HEAD
+    if mode == "dp-full":
+        return DP_FULL
+    return DP_WARM if isinstance(warm_start, str) and warm_start else DP_LORA
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def series(table: pd.DataFrame) -> pd.Series:
+    """The series of each run: LoRA, full fine-tuning, DP-LoRA, DP-LoRA after a public warm start, and the
+    head-alone references."""
+    warm = table["warm_start"] if "warm_start" in table else pd.Series([None] * len(table), index=table.index)
+    layers = (
+        table["trainable_layers"]
+        if "trainable_layers" in table
+        else pd.Series([None] * len(table), index=table.index)
+    )
+    return pd.Series(
+        [_series(m, w, t) for m, w, t in zip(table["mode"], warm, layers, strict=True)],
+        index=table.index,
+        name="series",
+    )
+
+
+def corpus_name(table: pd.DataFrame) -> pd.Series:
+    """A reader's name for each run's corpus (``disk`` corpora by their label set)."""
+    names = {"chexpert": "chest X-ray", "ctrate": "chest CT"}
+    return pd.Series(
+        [
+            CORPUS_NAMES.get(c, c) if c != "disk" else names.get(ls, ls)
+            for c, ls in zip(table["corpus"], table["label_set"], strict=True)
+        ],
+        index=table.index,
+        name="corpus_name",
+    )
+
+
+def set_style() -> None:
+    """The book's style: seaborn's whitegrid theme, a colour-blind palette, compact fonts."""
+    import seaborn as sns
+
+    sns.set_theme(style="whitegrid", palette="colorblind", font_scale=0.9)
+
+
+def palette() -> dict[str, Any]:
+    """One colour per series, the same in every figure."""
+    import seaborn as sns
+
+    colours = sns.color_palette("colorblind", len(SERIES_ORDER))
+    return dict(zip(SERIES_ORDER, colours, strict=True))
+
+
+def f1_vs_epsilon(
+    ax: Any, table: pd.DataFrame, *, metric: str = "weighted_f1", title: str | None = None
+) -> None:
+    """Weighted F1 against epsilon (log axis) for the private series, with 95% intervals; the non-private
+    runs as horizontal reference lines with their interval as a band. ``table`` holds one corpus."""
+    colours = palette()
+    table = table.assign(series=series(table))
+    private = table[table["series"].isin(PRIVATE_SERIES)].sort_values("target_epsilon")
+    for name, rows in private.groupby("series", sort=False):
+        if rows["target_epsilon"].isna().all():
+            continue
+        lo, hi = rows[f"{metric}_lo"], rows[f"{metric}_hi"]
+        err = [(rows[metric] - lo).clip(lower=0).fillna(0), (hi - rows[metric]).clip(lower=0).fillna(0)]
+        ax.errorbar(
+            rows["target_epsilon"],
+            rows[metric],
+            yerr=err,
+            marker="o",
+            capsize=3,
+            label=name,
+            color=colours[name],
+        )
+    for name, rows in table[~table["series"].isin(PRIVATE_SERIES)].groupby("series", sort=False):
+        row = rows.iloc[0]
+        ax.axhline(row[metric], color=colours[name], linestyle="--", linewidth=1.2, label=f"{name} (no DP)")
+        if not _missing(row[f"{metric}_lo"]):
+            ax.axhspan(row[f"{metric}_lo"], row[f"{metric}_hi"], color=colours[name], alpha=0.12, linewidth=0)
+    ax.set_xscale("log")
+    ax.set_xlabel("privacy budget ε (log scale)")
+    ax.set_ylabel(metric.replace("_", " ").replace("f1", "F1"))
+    ax.set_ylim(0, 1.02)
+    if title:
+        ax.set_title(title)
+
+
+def legend_below(fig: Any, axes: Any, *, ncol: int = 3) -> None:
+    """One legend for the whole figure, below the axes, so it never covers data."""
+    handles, labels = [], []
+    for ax in [axes] if not hasattr(axes, "__iter__") else list(axes):
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(h)
+                labels.append(label)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.02))
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(labels) // (ncol + 1)), 1, 1))
