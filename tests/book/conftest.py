@@ -13,8 +13,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # Every chapter's parameters for the tiny build, as `book/build.py -p NAME VALUE` takes them (YAML text).
 # A chapter takes the ones it declares and ignores the rest; `model` is added by `built_book` (a tiny BERT
-# saved for the session). Add the parameters of a new chapter here.
+# saved for the session, and to the studies' run overrides). The chapters that read studies run them at the
+# `smoke` profile, which every study file defines. Add the parameters of a new chapter here.
 TINY_PARAMETERS: dict[str, str] = {
+    "profile": "smoke",
     "n_reports": "150",
     "bench_reports": "200",
     "num_layers": "null",
@@ -42,6 +44,7 @@ def copy_book(dest: Path) -> Path:
     shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "book").mkdir()
     shutil.copytree(ROOT / "book" / "archive", dest / "book" / "archive")
+    shutil.copytree(ROOT / "studies", dest / "studies")
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, dest / "book" / page.name)
     return dest
@@ -59,7 +62,7 @@ class BuiltBook:
 def built_book(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> BuiltBook:
     """A copy of the book executed and rendered by ``book/build.py`` with ``TINY_PARAMETERS`` (minutes)."""
     root = copy_book(tmp_path_factory.mktemp("book"))
-    parameters = {**TINY_PARAMETERS, "model": tiny_model}
+    parameters = {**TINY_PARAMETERS, "model": tiny_model, "overrides": f"{{model: {tiny_model}}}"}
     argv = ["--root", str(root)] + [x for name, value in parameters.items() for x in ("-p", name, value)]
     exit_code = load_build().main(argv)
     return BuiltBook(root=root, html=root / "_build" / "html", parameters=parameters, exit_code=exit_code)
