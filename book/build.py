@@ -33,6 +33,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "dpcore_build_key"
+# Pages that summarise the other chapters' executions (their times): executed again whenever a chapter ran.
+SUMMARY_CHAPTERS = ("course_guide",)
 # The studies the chapters read, trained before any chapter runs. Shallow model splits first: a deeper split
 # carries their frozen features on instead of recomputing them.
 STUDIES = ("model_size", "grid", "ct_length")
@@ -112,8 +114,9 @@ def run_studies(root: Path, overrides: dict[str, Any]) -> None:
         print(f"[book] study {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path:
-    """Execute ``notebooks/<name>.md`` into ``book/notebooks/<name>.ipynb`` unless an identical run exists."""
+def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path | None:
+    """Execute ``notebooks/<name>.md`` into ``book/notebooks/<name>.ipynb`` unless an identical run exists;
+    the executed notebook, or None when it was unchanged."""
     from dpcore.results import code_fingerprint
 
     src = root / "notebooks" / f"{name}.md"
@@ -123,7 +126,7 @@ def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = F
     key = build_key(src.read_text(), parameters, code_fingerprint() + archive_fingerprint(root))
     if not force and out.is_file() and nbformat.read(out, as_version=4).metadata.get(KEY) == key:
         print(f"[book] {name}: unchanged, not executed again", flush=True)
-        return out
+        return None
     out.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     print(f"[book] {name}: executing with {parameters or 'default parameters'}", flush=True)
@@ -182,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
         t_studies = time.perf_counter()
         run_studies(args.root, overrides)
         print(f"[book] studies: {time.perf_counter() - t_studies:.0f} s", flush=True)
+        ran = False
         for name in args.only or names:
-            execute(name, root=args.root, overrides=overrides, force=args.force)
+            again = ran and name in SUMMARY_CHAPTERS
+            ran = (
+                execute(name, root=args.root, overrides=overrides, force=args.force or again) is not None
+                or ran
+            )
     except NotebookFailed as err:
         print(f"[book] FAILED: {err}", file=sys.stderr)
         return 1

@@ -550,6 +550,9 @@ def _distributed_context(device: torch.device) -> tuple[int, int]:
         return 0, 1
     import torch.distributed as dist
 
+    if device.type == "cuda" and device.index is None:
+        # One GPU per process: "cuda" then means this process's own device (torchrun sets LOCAL_RANK).
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return dist.get_rank(), dist.get_world_size()

@@ -42,7 +42,7 @@ def test_book_builds_with_tiny_parameters(built_book, tiny_model):
     page = (html / "book" / "notebooks" / "dp_lora.html").read_text()
     # The F1/epsilon table computed in this very build is on the page.
     nb = nbformat.read(root / "book" / "notebooks" / "dp_lora.ipynb", as_version=4)
-    assert nb.metadata["papermill"]["parameters"]["model"] == tiny_model
+    assert nb.metadata["papermill"]["parameters"]["overrides"]["model"] == tiny_model
     assert "weighted F1" in page and "ε (RDP)" in page and "ε (PRV)" in page
     assert (html / "index.html").is_file()
     for chapter in build.chapters(root):
