@@ -1,4 +1,5 @@
-"""Agreement of a teacher with ground truth: per-label precision, recall, F1, Cohen's kappa.
+"""Agreement of a teacher with ground truth: per-label precision, recall, F1, Cohen's kappa, and
+what drove each No Finding = 0 (:func:`no_finding_drivers`).
 
 Both sides are CheXpert-scheme vectors (1 / 0 / -1 / None). They are binarized with the same
 uncertainty policy (:func:`dpcore.labels.binarize`); under ``ignore`` a label is left out wherever
@@ -119,3 +120,72 @@ def value_confusion(
     data = [[counts[(a, b)] for b in names] for a in names]
     df = pd.DataFrame(data, index=pd.Index(names, name="truth"), columns=pd.Index(names, name="teacher"))
     return df
+
+
+def no_finding_reasons(
+    predicted: Sequence[LabelVector | None],
+    *,
+    label_set: LabelSet,
+    other: Sequence[Sequence[str]] | None = None,
+) -> list[list[str]]:
+    """Per report, what drove No Finding to 0 (blank): labels at 1 or -1 other than Support Devices.
+
+    ``other`` adds the teacher's own reasons per report (``RuleTeacher.no_finding_drivers`` also
+    names CheXpert's other findings, which are not labels). Empty where No Finding is 1, and for
+    label sets without No Finding.
+
+    >>> from dpcore.labels import CHEXPERT
+    >>> v = [None] * 14
+    >>> v[CHEXPERT.index("Edema")], v[CHEXPERT.index("Support Devices")] = -1, 1
+    >>> no_finding_reasons([v, [1] + [None] * 13], label_set=CHEXPERT)
+    [['Edema'], []]
+    """
+    if "No Finding" not in label_set.labels:
+        return [[] for _ in predicted]
+    nf = label_set.index("No Finding")
+    skip = {nf} | ({label_set.index("Support Devices")} if "Support Devices" in label_set.labels else set())
+    out = []
+    for r, p in enumerate(predicted):
+        if p is None or p[nf] == 1:
+            out.append([])
+            continue
+        reasons = [lab for j, lab in enumerate(label_set.labels) if j not in skip and p[j] in (1, -1)]
+        if other is not None:
+            reasons += [x for x in other[r] if x not in reasons]
+        out.append(reasons)
+    return out
+
+
+def no_finding_drivers(
+    truth: Sequence[LabelVector | None],
+    predicted: Sequence[LabelVector | None],
+    *,
+    label_set: LabelSet,
+    other: Sequence[Sequence[str]] | None = None,
+) -> pd.DataFrame:
+    """What drove the teacher's No Finding = 0, counted over reports (one row per driver).
+
+    ``reports``: reports where the driver is among the reasons; ``sole``: where it is the only one;
+    ``truth_no_finding``: of those, reports whose ground truth says No Finding = 1 (the driver is
+    where teacher and truth part). See :func:`no_finding_reasons` for ``other``.
+
+    >>> from dpcore.labels import CHEXPERT
+    >>> p = [[None] * 9 + [1] + [None] * 4, [None] * 14]
+    >>> t = [[1] + [None] * 13, [1] + [None] * 13]
+    >>> no_finding_drivers(t, p, label_set=CHEXPERT, other=[[], ["other finding: granuloma"]]).to_dict("index")
+    {'Pneumothorax': {'reports': 1, 'sole': 1, 'truth_no_finding': 1}, 'other finding: granuloma': {'reports': 1, 'sole': 1, 'truth_no_finding': 1}}
+    """
+    if len(truth) != len(predicted):
+        raise ValueError(f"truth has {len(truth)} vectors, predicted {len(predicted)}")
+    reasons = no_finding_reasons(predicted, label_set=label_set, other=other)
+    nf = label_set.index("No Finding") if "No Finding" in label_set.labels else None
+    rows: dict[str, list[int]] = {}
+    for t, why in zip(truth, reasons, strict=True):
+        for driver in why:
+            row = rows.setdefault(driver, [0, 0, 0])
+            row[0] += 1
+            row[1] += len(why) == 1
+            row[2] += int(t is not None and nf is not None and t[nf] == 1)
+    df = pd.DataFrame.from_dict(rows, orient="index", columns=["reports", "sole", "truth_no_finding"])
+    df.index.name = "driver"
+    return df.sort_values(["reports", "sole"], ascending=False, kind="stable")

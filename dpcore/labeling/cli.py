@@ -5,12 +5,17 @@ Input: a CSV / JSONL / Parquet file with a text column, or a folder written by
 (``1`` / ``0`` / ``-1`` / blank, CheXpert style) as CSV, or the ids and a list column as JSONL /
 Parquet, chosen by the output file's suffix.
 
+``dpcore label suite [--label-set chexpert|ctrate]`` instead scores the rule teacher on the
+development suite (``dpcore/labeling/suite/``) and prints the accuracy per phenomenon.
+
 >>> import argparse
 >>> parser = argparse.ArgumentParser(prog="dpcore")
 >>> add_label_command(parser.add_subparsers(dest="command"))
 >>> args = parser.parse_args(["label", "reports.csv", "-o", "labels.csv", "--text-column", "text"])
 >>> args.teacher, args.label_set, args.text_column
-('rules', 'chexpert', 'text')
+('rules', None, 'text')
+>>> parser.parse_args(["label", "suite", "--label-set", "ctrate"]).input
+'suite'
 """
 
 from __future__ import annotations
@@ -38,11 +43,11 @@ def add_label_command(subparsers: argparse._SubParsersAction) -> None:
         help="label reports with a teacher (rules or an LLM), through the label cache",
         description=__doc__.split("\n\n")[0] if __doc__ else None,
     )
-    p.add_argument("input", type=Path, help="CSV/JSONL/Parquet file, or a save_to_disk folder")
-    p.add_argument("-o", "--output", type=Path, required=True, help="output .csv, .jsonl or .parquet")
+    p.add_argument("input", help="CSV/JSONL/Parquet file, a save_to_disk folder, or 'suite'")
+    p.add_argument("-o", "--output", type=Path, help="output .csv, .jsonl or .parquet (required)")
     p.add_argument("--text-column", default="findings", help="column holding the report text")
     p.add_argument("--id-column", default="id", help="column of report ids (row numbers if absent)")
-    p.add_argument("--label-set", choices=sorted(LABEL_SETS), default="chexpert")
+    p.add_argument("--label-set", choices=sorted(LABEL_SETS), help="default chexpert (suite: both)")
     p.add_argument("--teacher", choices=["rules", "llm"], default="rules")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"label cache (default {DEFAULT_CACHE})")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the label cache")
@@ -61,6 +66,13 @@ def add_label_command(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="explicit opt-in to send credentialed text to a non-loopback endpoint",
     )
+    suite = p.add_argument_group("dpcore label suite")
+    suite.add_argument("--failures", action="store_true", help="print every sentence the teacher gets wrong")
+    suite.add_argument("--json", type=Path, help="also write the scores (and provenance) as JSON")
+    suite.add_argument(
+        "--rules-dir", type=Path, help="score a teacher built from another copy of dpcore/labeling"
+    )
+    suite.add_argument("--note", default="", help="provenance note stored in the JSON")
     p.set_defaults(func=run_label)
 
 
@@ -85,7 +97,7 @@ def make_teacher(args: argparse.Namespace) -> Teacher:
     if args.teacher == "rules":
         from dpcore.labeling.rules import RuleTeacher
 
-        return RuleTeacher(label_set=args.label_set)
+        return RuleTeacher(label_set=args.label_set or "chexpert")
     from dpcore.labeling.backends import OpenAIBackend, TransformersBackend
     from dpcore.labeling.llm import LLMTeacher
 
@@ -101,7 +113,7 @@ def make_teacher(args: argparse.Namespace) -> Teacher:
         raise SystemExit("--teacher llm needs --llm-url, --llm-model or --smollm2")
     return LLMTeacher(
         backend=backend,
-        label_set=args.label_set,
+        label_set=args.label_set or "chexpert",
         max_repairs=args.max_repairs,
         allow_credentialed_remote=args.allow_credentialed_remote,
     )
@@ -133,8 +145,12 @@ def write_labels(ds: datasets.Dataset, *, path: Path, id_column: str, label_name
 
 def run_label(args: argparse.Namespace) -> int:
     """Handler of ``dpcore label``; returns the exit status (0, or 3 if any report was abstained on)."""
+    if args.input == "suite" and not Path(args.input).exists():
+        return run_suite_command(args)
+    if args.output is None:
+        raise SystemExit("dpcore label: -o/--output is required")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    ds = read_reports(args.input)
+    ds = read_reports(Path(args.input))
     teacher = make_teacher(args)
     cache = None if args.no_cache else LabelCache(args.cache)
     res = label_dataset_with_stats(
@@ -149,3 +165,56 @@ def run_label(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 3 if res.n_abstained else 0
+
+
+def run_suite_command(args: argparse.Namespace) -> int:
+    """Handler of ``dpcore label suite``: accuracy per phenomenon; exit status 0."""
+    import datetime
+    import json
+    import platform
+
+    from dpcore.labeling.rules import RuleTeacher
+    from dpcore.labeling.suite import (
+        archive_record,
+        describe_failure,
+        group_scores,
+        load_teacher_from,
+        run_suite,
+    )
+
+    record: dict = {
+        "provenance": {
+            "command": " ".join(
+                ["dpcore label suite"]
+                + ([f"--label-set {args.label_set}"] if args.label_set else [])
+                + ([f"--rules-dir {args.rules_dir}"] if args.rules_dir else [])
+                + ([f"--json {args.json}"] if args.json else [])
+                + (["--note ..."] if args.note else [])
+            ),
+            "rules_dir": str(args.rules_dir) if args.rules_dir else "dpcore/labeling (this checkout)",
+            "note": args.note,
+            "date": datetime.date.today().isoformat(),
+            "python": platform.python_version(),
+        },
+        "label_sets": {},
+    }
+    for name in [args.label_set] if args.label_set else sorted(LABEL_SETS):
+        if args.rules_dir:
+            teacher = load_teacher_from(args.rules_dir, label_set=name)
+        else:
+            teacher = RuleTeacher(label_set=name)
+        results = run_suite(teacher)
+        scores = group_scores(results)
+        print(f"{teacher.name} {teacher.version}: development suite, {scores['all']['n']} sentences")
+        width = max(map(len, scores))
+        for group, row in scores.items():
+            print(f"  {group:<{width}}  {row['correct']:>4}/{row['n']:<4} {row['accuracy']:.3f}")
+        if args.failures:
+            for r in results:
+                if not r.correct:
+                    print("  " + describe_failure(r, teacher.label_set.labels))
+        record["label_sets"][name] = archive_record(teacher, results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    return 0

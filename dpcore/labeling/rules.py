@@ -1,16 +1,19 @@
-"""A CheXpert-style rule teacher: mention phrases, unmentions, NegEx/ConText triggers, aggregation.
+"""A CheXpert-style rule teacher: mention phrases, unmentions, NegBio-style scope, aggregation.
 
 The vocabulary lives in data files beside this module (``rules/triggers.yml`` and one file per
-label set); this module only compiles and applies them. Per report:
+label set); this module compiles and applies them, :mod:`dpcore.labeling.scope` reads list and
+clause structure. Per report:
 
 1. lower-case, split sentences (``. ! ? ;`` before a space, blank lines), collapse whitespace;
-2. find mentions per label (``mention`` and ``neutral`` phrases), drop ``unmention`` overlaps and
-   mentions lying inside a longer mention of another label;
-3. find triggers (longest match wins where they overlap) and, for each mention, consult the nearest
-   pre-trigger and post-trigger in its sentence (bounded by word windows and termination phrases):
-   uncertain beats negated beats positive;
-4. aggregate per label within the report: positive over uncertain over negative; "No Finding" is 1
-   only when no label other than Support Devices is positive or uncertain.
+2. find mentions per label (``mention``, ``uncertain``, ``neutral`` and ``negative`` phrases), drop
+   ``unmention`` overlaps and mentions lying inside a longer mention of another label;
+3. find triggers (longest match wins where they overlap); for each mention, the nearest pre- and
+   post-trigger whose scope covers it (a coordinated list, up to a terminator or a new clause);
+   precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive;
+4. aggregate per label within the report: positive over uncertain over negative. "No Finding"
+   comes last, as CheXpert defines it: 1 when no other label but Support Devices is positive or
+   uncertain and no other finding from CheXpert's list (``No Finding: mention`` in chexpert.yml:
+   emphysema, granuloma, scoliosis, ...) is; blank otherwise (never 0).
 
 >>> t = RuleTeacher()
 >>> v = t.label_texts(["Mild cardiomegaly. No pleural effusion. Possible left basilar atelectasis."])[0]
@@ -18,51 +21,64 @@ label set); this module only compiles and applies them. Per report:
 {'Cardiomegaly': 1, 'Atelectasis': -1, 'Pleural Effusion': 0}
 >>> t.label_texts(["Heart size normal. Lungs are clear."])[0][0]  # No Finding
 1
+>>> t.no_finding_drivers("Lungs are clear. Degenerative changes of the spine.")
+['other finding: degenerative']
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
-from dataclasses import dataclass
 from importlib import resources
-from typing import Any
-
-try:  # the regex parser moved in Python 3.11
-    import re._constants as _sre
-    import re._parser as _sre_parse
-except ImportError:  # pragma: no cover
-    import sre_constants as _sre  # type: ignore[no-redef]
-    import sre_parse as _sre_parse  # type: ignore[no-redef]
+from typing import Any, Literal
 
 import yaml
 
-from dpcore.labeling.base import LabelVector, aggregate_no_finding
+from dpcore.labeling.base import LabelVector
+from dpcore.labeling.phrases import Dispatcher, compile_phrases, normalize
+from dpcore.labeling.scope import (
+    back_words,
+    backward_in_scope,
+    forward_in_scope,
+    holds,
+    in_or_list,
+    next_mention,
+    next_start,
+    short_axis_mm,
+)
 from dpcore.labels import LabelSet, get_label_set
 
 RULES_PACKAGE = "dpcore.labeling"
 TRIGGERS_FILE = "triggers.yml"
 
-# Trigger categories; the pre/post split decides on which side of a mention they act.
-NEG, UNC, PSEUDO, TERM, IGNORE, AFFIRM = "neg", "unc", "pseudo", "term", "ignore", "affirm"
-_PRE_CATEGORIES = {
-    "pre_negation": NEG,
-    "pre_negation_short": NEG,
-    "pre_uncertainty": UNC,
-    "pseudo": PSEUDO,
-    "pre_ignore": IGNORE,
+# Polarities of triggers, in CheXpert's order of precedence for one mention.
+UNC1, NEG, UNC, PSEUDO, IGNORE, AFFIRM, TERM = "unc-first", "neg", "unc", "pseudo", "ignore", "affirm", "term"
+# category -> (side, polarity, which mentions it applies to)
+CATEGORIES: dict[str, tuple[str, str, str]] = {
+    "pre_negation": ("pre", NEG, "all"),
+    "pre_negation_short": ("pre", NEG, "all"),
+    "pre_uncertainty_first": ("pre", UNC1, "all"),
+    "pre_uncertainty": ("pre", UNC, "all"),
+    "pre_neutral_uncertainty": ("pre", UNC, "neutral"),
+    "pseudo": ("pre", PSEUDO, "all"),
+    "pre_ignore": ("pre", IGNORE, "all"),
+    "post_negation": ("post", NEG, "all"),
+    "post_negation_neutral": ("post", NEG, "neutral"),
+    "post_uncertainty_first": ("post", UNC1, "all"),
+    "post_uncertainty": ("post", UNC, "all"),
+    "post_neutral_uncertainty": ("post", UNC, "neutral"),
+    "post_pseudo": ("post", PSEUDO, "finding"),
+    "post_affirm": ("post", AFFIRM, "all"),
+    "termination": ("", TERM, "all"),
+    "connectors": ("", "none", "all"),
 }
-_POST_CATEGORIES = {"post_negation": NEG, "post_uncertainty": UNC, "post_affirm": AFFIRM}
+# Kinds of mention phrase; a label's kinds win same-label overlaps in this order.
+NEGATIVE, REGULAR, SOFT, NEUTRAL = 0, 1, 2, 3
+_KIND_KEYS = (("negative", NEGATIVE), ("mention", REGULAR), ("uncertain", SOFT), ("neutral", NEUTRAL))
 
-_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
-_SPACES = re.compile(r"\s+")
-_SENTENCE_END = re.compile(r"[.!?;](?= |$)")
-
-
-_REGULAR, _NEUTRAL, _NEGATIVE = 0, 1, 2  # kinds of mention phrase
+Mention = tuple[int, int, int, int]  # (label index, value, start, end) in normalized text
 
 
 def _read_rules_file(name: str) -> tuple[dict[str, Any], bytes]:
@@ -70,283 +86,77 @@ def _read_rules_file(name: str) -> tuple[dict[str, Any], bytes]:
     return yaml.safe_load(raw) or {}, raw
 
 
-def compile_phrases(phrases: Sequence[str], *, dispatch: bool = False) -> re.Pattern[str] | None:
-    """One regex for a phrase list: longest alternatives first, matched as whole words.
-
-    ``dispatch`` builds an equivalent, faster regex (see :func:`_guard_first_char`).
-
-    >>> compile_phrases(["no", "no evidence of"]).search("there is no evidence of it").group(0)
-    'no evidence of'
-    >>> compile_phrases(["no"]).search("nodule") is None
-    True
-    >>> compile_phrases(["(no|without) change", "no"], dispatch=True).pattern
-    '(?:(?<![a-z0-9])(?:(?:(?=[nw])(?:(no|without) change))|(?:no)))(?:(?![a-z0-9])|(?<=[^a-z0-9]))'
-    """
-    if not phrases:
-        return None
-    alts = sorted({p.strip() for p in phrases if p and p.strip()}, key=len, reverse=True)
-    # Lookarounds instead of \b so that fragments may start or end with punctuation (", with");
-    # the plain lookbehind is twice as fast as a disjunction, so fragments are split by first char.
-    word = [a for a in alts if a[0].isalnum() or a[0] == "("]
-    other = [a for a in alts if a not in word]
-    parts = []
-    if word:
-        guarded = [_guard_first_char(a) for a in word] if dispatch else word
-        parts.append(r"(?<![a-z0-9])(?:" + "|".join(f"(?:{a})" for a in guarded) + ")")
-    if other:
-        parts.append("(?:" + "|".join(f"(?:{a})" for a in other) + ")")
-    return re.compile("(?:" + "|".join(parts) + r")(?:(?![a-z0-9])|(?<=[^a-z0-9]))")
-
-
-def _guard_first_char(alt: str) -> str:
-    """``alt`` behind a lookahead for the characters it can start with, when it opens with a group.
-
-    An alternative that opens with a literal is rejected by the regex engine after one character
-    comparison; one that opens with a group ("(is|are) ...") is entered at every word start. The
-    lookahead cannot change what it matches, only skip it sooner.
-
-    >>> _guard_first_char("(is|are) large"), _guard_first_char("mass"), _guard_first_char("\\\\w+ly")
-    ('(?=[ai])(?:(is|are) large)', 'mass', '\\\\w+ly')
-    """
-    if not alt.startswith("("):
-        return alt
-    chars = _first_chars(alt)
-    if chars is None:
-        return alt
-    return "(?=[" + "".join(_escape_in_set(c) for c in sorted(chars)) + "])(?:" + alt + ")"
-
-
-def _escape_in_set(c: str) -> str:
-    return "\\" + c if c in "\\]^-[" else c
-
-
-def _first_chars(phrase: str) -> set[str] | None:
-    """The characters a match of ``phrase`` can start with; None where unknown (or it may be empty).
-
-    >>> sorted(_first_chars("((is|are) )?difficult")), _first_chars("\\\\w+ly")
-    (['a', 'd', 'i'], None)
-    """
-    tree = _sre_parse.parse(phrase)
-    if tree.state.flags & _sre.SRE_FLAG_IGNORECASE:
-        return None
-    chars, nullable = _seq_first_chars(list(tree))
-    return None if chars is None or nullable or not chars else chars
-
-
-def _seq_first_chars(items: list[Any]) -> tuple[set[str] | None, bool]:
-    """(first characters or None for unknown, whether the sequence can match the empty string)."""
-    out: set[str] = set()
-    for op, av in items:
-        if op is _sre.LITERAL:
-            return out | {chr(av)}, False
-        if op is _sre.IN:
-            chars = _set_chars(av)
-            return (None if chars is None else out | chars), False
-        if op is _sre.SUBPATTERN and not av[1] & _sre.SRE_FLAG_IGNORECASE:
-            chars, nullable = _seq_first_chars(list(av[3]))
-        elif op is _sre.BRANCH:
-            firsts = [_seq_first_chars(list(b)) for b in av[1]]
-            if any(f is None for f, _ in firsts):
-                return None, False
-            chars = set().union(*(f for f, _ in firsts))  # type: ignore[arg-type]
-            nullable = any(n for _, n in firsts)
-        elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
-            chars, nullable = _seq_first_chars(list(av[2]))
-            nullable = nullable or av[0] == 0
-        else:  # assertions, categories, backreferences ...: do not guess
-            return None, False
-        if chars is None:
-            return None, False
-        out |= chars
-        if not nullable:
-            return out, False
-    return out, True
-
-
-def _set_chars(items: list[Any]) -> set[str] | None:
-    """The characters of a ``[...]`` set made of literals and small ranges; None otherwise."""
-    chars: set[str] = set()
-    for op, av in items:
-        if op is _sre.LITERAL:
-            chars.add(chr(av))
-        elif op is _sre.RANGE and av[1] - av[0] <= 256:
-            chars.update(map(chr, range(av[0], av[1] + 1)))
-        else:  # negated sets, categories
-            return None
-    return chars
-
-
-def required_literals(phrases: Sequence[str]) -> tuple[str, ...] | None:
-    """Strings of which every match of ``compile_phrases(phrases)`` contains at least one.
-
-    A pattern whose text contains none of them cannot match, so it need not be run (``str in`` is
-    far cheaper than a regex scan). None: some phrase has no required literal, always run it.
-
-    >>> required_literals(["mass(es)?", "nodules?", "(is|are) not (enlarged|widened)"])
-    ('enlarged', 'mass', 'nodule', 'widened')
-    >>> required_literals(["\\\\w+ly"]), required_literals(["(a|\\\\w)b?"])
-    (('ly',), None)
-    """
-    found: set[str] = set()
-    for p in phrases:
-        if not p or not p.strip():
-            continue
-        tree = _sre_parse.parse(p.strip())
-        lits = None if tree.state.flags & _sre.SRE_FLAG_IGNORECASE else _seq_literals(tree)
-        if not lits:
-            return None
-        found |= lits
-    # A string containing another required string adds nothing to the test.
-    return tuple(sorted(a for a in found if not any(b != a and b in a for b in found)))
-
-
-def _seq_literals(items: Any) -> frozenset[str] | None:
-    """Best literal set for a parsed regex sequence: its longest shortest member, then fewest."""
-    candidates: list[frozenset[str]] = []
-    run: list[str] = []
-    for op, av in items:
-        if op is _sre.LITERAL:
-            run.append(chr(av))
-            continue
-        if run:  # a run of literal characters is required as a whole
-            candidates.append(frozenset(["".join(run)]))
-            run = []
-        sub = _node_literals(op, av)
-        if sub:
-            candidates.append(sub)
-    if run:
-        candidates.append(frozenset(["".join(run)]))
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: (min(map(len, c)), -len(c)))
-
-
-def _node_literals(op: Any, av: Any) -> frozenset[str] | None:
-    """Required literals of one non-literal regex node; None where it requires none we can see."""
-    if op is _sre.SUBPATTERN:
-        _group, add_flags, _del_flags, sub = av
-        return None if add_flags & _sre.SRE_FLAG_IGNORECASE else _seq_literals(sub)
-    if op is _sre.BRANCH:  # every branch must contribute
-        parts = [_seq_literals(b) for b in av[1]]
-        return None if any(not x for x in parts) else frozenset().union(*parts)  # type: ignore[arg-type]
-    if op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT, getattr(_sre, "POSSESSIVE_REPEAT", None)):
-        low, _high, sub = av
-        return _seq_literals(sub) if low >= 1 else None
-    if op is getattr(_sre, "ATOMIC_GROUP", None):
-        return _seq_literals(av)
-    return None  # sets, categories, assertions, backreferences: nothing literal to require
-
-
-@dataclass(frozen=True)
-class _Phrases:
-    """A compiled phrase list and the literals that gate it (see :func:`required_literals`)."""
-
-    rx: re.Pattern[str]  # the reference regex
-    fast: re.Pattern[str]  # the same matches, dispatched on the first character
-    literals: tuple[str, ...] | None
-
-    @classmethod
-    def compile(cls, phrases: Sequence[str]) -> _Phrases | None:
-        rx = compile_phrases(phrases)
-        if rx is None:
-            return None
-        fast = compile_phrases(phrases, dispatch=True)
-        assert fast is not None
-        return cls(rx, fast, required_literals(phrases))
-
-    def spans(self, t: str, fast: bool = True) -> list[tuple[int, int]]:
-        """Spans of ``rx.finditer(t)``; ``fast``: gated by the literals, with the dispatched regex."""
-        if not fast:
-            return [m.span() for m in self.rx.finditer(t)]
-        lits = self.literals
-        if lits is not None and not any(map(t.__contains__, lits)):
-            return []
-        return [m.span() for m in self.fast.finditer(t)]
-
-
-@dataclass(frozen=True)
-class _LabelRules:
-    index: int
-    mention: _Phrases | None
-    neutral: _Phrases | None
-    unmention: _Phrases | None
-    negative: _Phrases | None
-
-
-def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[str, list[int]]:
-    """Lower-cased text with single spaces, and the offsets where its sentences end.
-
-    ``abbreviations`` (lower-case, from ``triggers.yml``) are expanded first, so that "pl." does not
-    end a sentence and "w/o" reads as "without".
-
-    >>> normalize("No effusion.\\n\\nHeart   size 2.5 cm; stable")
-    ('no effusion. . heart size 2.5 cm; stable', [12, 14, 33])
-    >>> normalize("No pl. effusion w/o PTX", {"pl.": "pleural", "w/o": "without"})[0]
-    'no pleural effusion without ptx'
-    """
-    t = text.lower()
-    if abbreviations:
-        t = _abbreviation_regex(tuple(abbreviations)).sub(lambda m: abbreviations[m.group(0)], t)
-    t = _BLANK_LINE.sub(" . ", t)
-    t = _SPACES.sub(" ", t).strip()
-    return t, [m.end() for m in _SENTENCE_END.finditer(t)]
-
-
 @functools.lru_cache(maxsize=8)
-def _abbreviation_regex(keys: tuple[str, ...]) -> re.Pattern[str]:
-    alts = sorted(keys, key=len, reverse=True)
-    return re.compile(r"(?<![a-z0-9])(?:" + "|".join(re.escape(a) for a in alts) + r")(?![a-z0-9])")
+def _dispatcher(lists: tuple[tuple[str, ...], ...]) -> Dispatcher:
+    return Dispatcher(lists)  # shared by teachers with the same rule files
+
+
+# A trigger match: (start, end, polarity, which mentions it applies to, window in words).
+_Trigger = tuple[int, int, str, str, int]
 
 
 class RuleTeacher:
     """The default, offline teacher: rules from ``dpcore/labeling/rules/*.yml``.
 
-    ``version`` is a hash of the rule files, so editing a phrase invalidates cached labels.
+    ``version`` is a hash of the rule files and of ``no_finding``, so editing a phrase invalidates
+    cached labels. ``no_finding="chexpert"`` (default) lets CheXpert's other findings block No
+    Finding; ``"labels"`` looks at the label set's own labels only (the synthetic corpus's rule).
 
     >>> t = RuleTeacher(label_set="ctrate")
     >>> t.name, len(t.label_set), len(t.version)
     ('rules-ctrate', 18, 12)
     """
 
-    def __init__(self, *, label_set: str = "chexpert") -> None:
+    def __init__(
+        self, *, label_set: str = "chexpert", no_finding: Literal["chexpert", "labels"] = "chexpert"
+    ) -> None:
+        if no_finding not in ("chexpert", "labels"):
+            raise ValueError(f"no_finding must be 'chexpert' or 'labels', not {no_finding!r}")
         self.label_set: LabelSet = get_label_set(label_set)
-        self.name = f"rules-{self.label_set.name}"
+        self.no_finding = no_finding
+        self.name = f"rules-{self.label_set.name}" + ("" if no_finding == "chexpert" else "-nf-labels")
         triggers, raw_t = _read_rules_file(TRIGGERS_FILE)
         rules, raw_r = _read_rules_file(f"{self.label_set.name}.yml")
-        self.version = hashlib.sha256(raw_t + b"\0" + raw_r).hexdigest()[:12]
+        self.version = hashlib.sha256(raw_t + b"\0" + raw_r + no_finding.encode()).hexdigest()[:12]
         self.max_pre_words = int(triggers.get("max_pre_words", 12))
         self.max_post_words = int(triggers.get("max_post_words", 6))
         self.max_short_words = int(triggers.get("max_short_words", 3))
+        self.max_list_words = int(triggers.get("max_list_words", 30))
         self.abbreviations = {
             str(k).lower(): str(v) for k, v in (triggers.get("abbreviations") or {}).items()
         }
-        # (category, polarity, regex); polarity is NEG/UNC/PSEUDO/TERM.
-        self._triggers: list[tuple[str, str, _Phrases]] = []
-        for key, pol in [*_PRE_CATEGORIES.items(), *_POST_CATEGORIES.items(), ("termination", TERM)]:
-            phrases = _Phrases.compile(triggers.get(key) or [])
-            if phrases is not None:
-                self._triggers.append((key, pol, phrases))
         spec = rules.get("labels") or {}
         unknown = set(spec) - set(self.label_set.labels)
         if unknown:
             raise ValueError(f"rules for {self.label_set.name} name unknown labels: {sorted(unknown)}")
-        self._labels: list[_LabelRules] = []
+        # Every phrase list, mentions then triggers, runs in one pass (Dispatcher) or one by one.
+        lists: list[list[str]] = []
+        self._mention_lists: list[tuple[int, int, int]] = []  # (list index, label index, kind)
+        self._unmention_lists: dict[int, int] = {}  # label index -> list index
+        self._size_rules: dict[int, float] = {}  # label index -> minimum short axis (mm)
         for i, label in enumerate(self.label_set.labels):
             entry = spec.get(label) or {}
-            self._labels.append(
-                _LabelRules(
-                    i,
-                    _Phrases.compile(entry.get("mention") or []),
-                    _Phrases.compile(entry.get("neutral") or []),
-                    _Phrases.compile(entry.get("unmention") or []),
-                    _Phrases.compile(entry.get("negative") or []),
-                )
-            )
-        # The reference path's quick reject: a report without any mention phrase has no labels.
-        all_phrases = [
-            p for e in spec.values() for k in ("mention", "neutral") for p in ((e or {}).get(k) or [])
-        ]
-        self._any_mention = compile_phrases(all_phrases)
+            for key, kind in _KIND_KEYS:
+                if entry.get(key):
+                    self._mention_lists.append((len(lists), i, kind))
+                    lists.append([str(p) for p in entry[key]])
+            if entry.get("unmention"):
+                self._unmention_lists[i] = len(lists)
+                lists.append([str(p) for p in entry["unmention"]])
+            if entry.get("size_rule"):
+                self._size_rules[i] = float(entry["size_rule"]["min_short_axis_mm"])
+        # (list index, side, polarity, which mentions it applies to, window)
+        self._trigger_lists: list[tuple[int, str, str, str, int]] = []
+        for key, (side, pol, applies) in CATEGORIES.items():
+            if triggers.get(key):
+                window = self.max_short_words if key == "pre_negation_short" else self.max_pre_words
+                self._trigger_lists.append((len(lists), side, pol, applies, window))
+                lists.append([str(p) for p in triggers[key]])
+        self._regexes = [compile_phrases(x) for x in lists]
+        self._dispatcher = _dispatcher(tuple(tuple(x) for x in lists))
+        labels = self.label_set.labels
+        self._nf = labels.index("No Finding") if "No Finding" in labels else None
+        self._sd = labels.index("Support Devices") if "Support Devices" in labels else None
 
     def __repr__(self) -> str:
         return f"RuleTeacher(label_set={self.label_set.name!r}, version={self.version!r})"
@@ -364,85 +174,115 @@ class RuleTeacher:
         """:meth:`label_text` by the slow reference path (:meth:`_mentions_reference`)."""
         return self._aggregate(self._mentions_reference(text or ""))
 
-    def _aggregate(self, mentions: list[tuple[int, int, int, int]]) -> LabelVector:
-        out: LabelVector = [None] * len(self.label_set)
-        for label, value, _s, _e in mentions:
-            cur = out[label]
-            # Positive over uncertain over negative.
-            if cur is None or value == 1 or (value == -1 and cur == 0):
-                out[label] = value
-        return aggregate_no_finding(out, self.label_set)
-
     def explain(self, text: str) -> list[tuple[str, str, int]]:
         """(label, mention text, value) for each classified mention, to see why a label was set.
 
-        >>> RuleTeacher().explain("No pneumothorax.")
-        [('Pneumothorax', 'pneumothorax', 0)]
+        Mentions of CheXpert's other findings are listed under "No Finding".
+
+        >>> RuleTeacher().explain("No pneumothorax or effusion.")
+        [('Pneumothorax', 'pneumothorax', 0), ('Pleural Effusion', 'effusion', 0)]
         """
         t, _ = normalize(text, self.abbreviations)
         return [(self.label_set.labels[i], t[s:e], v) for i, v, s, e in self.mentions(text)]
 
+    def no_finding_drivers(self, text: str) -> list[str]:
+        """Why No Finding is blank for ``text``: the labels and other findings that are 1 or -1.
+
+        Empty where No Finding is 1 (and for label sets without No Finding).
+        """
+        if self._nf is None:
+            return []
+        t, _ = normalize(text, self.abbreviations)
+        mentions = self.mentions(text)
+        vector = self._aggregate(mentions)
+        drivers = [
+            lab
+            for i, lab in enumerate(self.label_set.labels)
+            if i not in (self._nf, self._sd) and vector[i] in (1, -1)
+        ]
+        if self.no_finding == "chexpert":
+            others = dict.fromkeys(
+                f"other finding: {t[s:e]}" for i, v, s, e in mentions if i == self._nf and v in (1, -1)
+            )
+            drivers += list(others)
+        return drivers
+
+    # -- aggregation ------------------------------------------------------------------------------
+    def _aggregate(self, mentions: list[Mention]) -> LabelVector:
+        out: LabelVector = [None] * len(self.label_set)
+        other = False
+        for label, value, _s, _e in mentions:
+            if label == self._nf:
+                other = other or value in (1, -1)
+                continue
+            cur = out[label]
+            # Positive over uncertain over negative (CheXpert's aggregation).
+            if cur is None or value == 1 or (value == -1 and cur == 0):
+                out[label] = value
+        if self._nf is not None:
+            blocked = any(v in (1, -1) for i, v in enumerate(out) if i not in (self._nf, self._sd))
+            out[self._nf] = None if blocked or (other and self.no_finding == "chexpert") else 1
+        return out
+
     # -- engine -----------------------------------------------------------------------------------
-    def mentions(self, text: str) -> list[tuple[int, int, int, int]]:
+    def mentions(self, text: str) -> list[Mention]:
         """Classified mentions of ``text`` as (label index, value, start, end) in normalized text."""
         return self._mentions(text, fast=True)
 
-    def _mentions_reference(self, text: str) -> list[tuple[int, int, int, int]]:
-        """:meth:`mentions` running every regex on the whole text: the slow, obvious definition.
+    def _mentions_reference(self, text: str) -> list[Mention]:
+        """:meth:`mentions` running every phrase regex on the whole text: the obvious definition.
 
-        Tests pin the gated path to it (``tests/labeling/test_labeling_fast_path.py``).
+        Tests pin the dispatched path to it (``tests/labeling/test_labeling_fast_path.py``).
         """
         return self._mentions(text, fast=False)
 
-    def _mentions(self, text: str, *, fast: bool) -> list[tuple[int, int, int, int]]:
+    def _mentions(self, text: str, *, fast: bool) -> list[Mention]:
         t, bounds = normalize(text or "", self.abbreviations)
-        if not t or self._any_mention is None:
+        if not t:
             return []
-        if not fast and self._any_mention.search(t) is None:
+        if fast:
+            spans = self._dispatcher.spans(t)
+        else:
+            spans = [[m.span() for m in rx.finditer(t)] if rx is not None else [] for rx in self._regexes]
+        found = self._find_mentions(spans)
+        if not found:
             return []
-        found, any_mention = self._find_mentions(t, fast)
-        # Gated, the per-label scans replace the combined quick reject: both ask whether any
-        # mention or neutral phrase matches anywhere (negative phrases alone label nothing).
-        if not found or not any_mention:
-            return []
-        pre, post, term = self._find_triggers(t, fast)
-        term_starts = [s for s, _ in term]
+        pre, post, term = self._find_triggers(spans)
         out = []
         for s, e, label, kind in found:
-            if kind == _NEGATIVE:
+            if kind == NEGATIVE:
                 out.append((label, 0, s, e))
                 continue
-            value, affirmed = self._classify(t, bounds, s, e, pre, post, term_starts)
-            if value is None or (kind == _NEUTRAL and value == 1 and not affirmed):
-                continue  # "heart size" alone says nothing about cardiomegaly
-            out.append((label, value, s, e))
+            value = self._classify(t, bounds, s, e, label, kind, pre, post, term, found)
+            if value is not None:
+                out.append((label, value, s, e))
         return out
 
-    def _find_mentions(self, t: str, fast: bool) -> tuple[list[tuple[int, int, int, int]], bool]:
-        """Mention spans (start, end, label, kind) and whether any mention/neutral phrase matched."""
+    def _find_mentions(self, spans: list[list[tuple[int, int]]]) -> list[tuple[int, int, int, int]]:
+        """Mention spans (start, end, label, kind), after unmentions and cross-label containment."""
+        per_label: dict[int, list[tuple[int, int, int, int]]] = {}
+        for idx, label, kind in self._mention_lists:
+            hits = spans[idx]
+            if not hits:
+                continue
+            mine = per_label.setdefault(label, [])
+            taken = [(s, e) for s, e, _, _ in mine]
+            for s, e in hits:
+                # Same-label overlaps: negative phrases, then mentions, uncertain ones, neutral ones.
+                if not any(s < te and ts < e for ts, te in taken):
+                    mine.append((s, e, label, kind))
         found: list[tuple[int, int, int, int]] = []
-        any_mention = False
-        for lr in self._labels:
-            spans: list[tuple[int, int, int, int]] = []
-            if lr.negative is not None:
-                spans += [(s, e, lr.index, _NEGATIVE) for s, e in lr.negative.spans(t, fast)]
-            for phrases, kind in ((lr.mention, _REGULAR), (lr.neutral, _NEUTRAL)):
-                if phrases is None:
-                    continue
-                hits = phrases.spans(t, fast)
-                if not hits:
-                    continue
-                any_mention = True
-                taken = [(s, e) for s, e, _, _ in spans]
-                for s, e in hits:
-                    # Same-label overlaps: negative phrases, then mentions, then neutral ones win.
-                    if not any(s < te and ts < e for ts, te in taken):
-                        spans.append((s, e, lr.index, kind))
-            if spans and lr.unmention is not None:
-                un = lr.unmention.spans(t, fast)
-                if un:
-                    spans = [x for x in spans if not any(x[0] < ue and us < x[1] for us, ue in un)]
-            found += spans
+        for label, mine in per_label.items():
+            un = spans[self._unmention_lists[label]] if label in self._unmention_lists else None
+            if un:
+                # An unmention overlapping a mention drops it, unless the mention is the longer phrase
+                # that holds it ("pleural or pericardial effusion" is a pleural effusion).
+                mine = [
+                    x
+                    for x in mine
+                    if not any(x[0] < ue and us < x[1] and not holds(x, us, ue) for us, ue in un)
+                ]
+            found += mine
         if len(found) > 1:
             # A mention strictly inside a longer mention of another label is that label's wording.
             found = [
@@ -453,32 +293,34 @@ class RuleTeacher:
                     for b in found
                 )
             ]
-        return found, any_mention
+            found.sort()
+        return found
 
     def _find_triggers(
-        self, t: str, fast: bool
-    ) -> tuple[list[tuple[int, int, str, int]], list[tuple[int, int, str]], list[tuple[int, int]]]:
-        hits: list[tuple[int, int, str, str]] = []
-        for key, pol, phrases in self._triggers:
-            hits += [(s, e, key, pol) for s, e in phrases.spans(t, fast)]
+        self, spans: list[list[tuple[int, int]]]
+    ) -> tuple[list[_Trigger], list[_Trigger], list[int]]:
+        hits: list[tuple[int, int, str, str, str, int]] = []
+        for idx, side, pol, applies, window in self._trigger_lists:
+            hits += [(s, e, side, pol, applies, window) for s, e in spans[idx]]
         # Longest match wins among overlapping triggers ("cannot be excluded" over "not").
         hits.sort(key=lambda h: (h[0], -(h[1] - h[0])))
-        pre: list[tuple[int, int, str, int]] = []
-        post: list[tuple[int, int, str]] = []
-        term: list[tuple[int, int]] = []
+        pre: list[_Trigger] = []
+        post: list[_Trigger] = []
+        term: list[int] = []
         last = (-1, -1)
-        for s, e, key, pol in hits:
+        for s, e, side, pol, applies, window in hits:
             # The same words may act both ways ("normal heart", "heart size normal").
             if s < last[1] and (s, e) != last:
                 continue
             last = (s, e)
             if pol == TERM:
-                term.append((s, e))
-            elif key in _PRE_CATEGORIES:
-                window = self.max_short_words if key == "pre_negation_short" else self.max_pre_words
-                pre.append((s, e, pol, window))
+                term.append(s)
+            elif pol == "none":
+                continue
+            elif side == "pre":
+                pre.append((s, e, pol, applies, window))
             else:
-                post.append((s, e, pol))
+                post.append((s, e, pol, applies, window))
         return pre, post, term
 
     def _classify(
@@ -487,45 +329,62 @@ class RuleTeacher:
         bounds: list[int],
         s: int,
         e: int,
-        pre: list[tuple[int, int, str, int]],
-        post: list[tuple[int, int, str]],
-        term_starts: list[int],
-    ) -> tuple[int | None, bool]:
-        """(value, affirmed) of one mention; value None = drop it (e.g. "correlation for infection")."""
+        label: int,
+        kind: int,
+        pre: list[_Trigger],
+        post: list[_Trigger],
+        term: list[int],
+        found: list[tuple[int, int, int, int]],
+    ) -> int | None:
+        """The value of one mention; None = drop it (e.g. "correlation for infection")."""
         sent = bisect_right(bounds, s)
         sent_start = bounds[sent - 1] if sent > 0 else 0
         sent_end = bounds[sent] if sent < len(bounds) else len(t)
-        polarities: list[str] = []
-        # Nearest pre-trigger that starts before the mention, in its sentence, within its window.
-        for ts, te, pol, window in reversed(pre):
-            if ts >= s:
-                continue
+        neutral = kind == NEUTRAL
+        pols: list[str] = []
+        # Nearest applicable pre-trigger before the mention, in its sentence, if its scope reaches.
+        for ts, te, pol, applies, window in reversed(pre[: bisect_left(pre, (s,))]):
             if ts < sent_start:
                 break
-            gap_start = min(te, s)
-            if t.count(" ", gap_start, s) > window or _has_term(term_starts, gap_start, s):
-                break
-            polarities.append(pol)
-            break
-        for ts, _te, pol in post:
-            if ts < e:
+            if applies != "all" and (applies == "neutral") != neutral:
                 continue
+            stop = next_start(term, te, sent_end)
+            if stop >= s and forward_in_scope(
+                t, min(te, s), s, stop, window=window, max_words=self.max_list_words
+            ):
+                pols.append(pol)
+            break
+        # Nearest applicable post-trigger after the mention, in its sentence, if its scope reaches.
+        for ts, _te, pol, applies, _w in post[bisect_left(post, (e,)) :]:
             if ts >= sent_end:
                 break
-            if t.count(" ", e, ts) > self.max_post_words or _has_term(term_starts, e, ts):
-                break
-            polarities.append(pol)
+            if applies != "all" and (applies == "neutral") != neutral:
+                continue
+            if next_start(term, e, sent_end) >= ts and backward_in_scope(
+                t, e, ts, window=self.max_post_words, max_words=self.max_list_words
+            ):
+                pols.append(pol)
             break
-        if IGNORE in polarities:
-            return None, False
-        if UNC in polarities:
-            return -1, True
-        if NEG in polarities:
-            return 0, True
-        return 1, AFFIRM in polarities
-
-
-def _has_term(term_starts: list[int], a: int, b: int) -> bool:
-    """Whether a termination phrase starts in [a, b)."""
-    i = bisect_right(term_starts, a - 1)
-    return i < len(term_starts) and term_starts[i] < b
+        if IGNORE in pols:
+            return None
+        if PSEUDO in pols:
+            return -1 if neutral else 1  # "no change in heart size": stable, uncertain (CheXpert)
+        if UNC1 in pols:
+            return -1
+        if NEG in pols:
+            return 0
+        if UNC in pols:
+            return -1
+        if neutral:
+            if AFFIRM in pols:
+                return 1
+            if label in self._size_rules:  # "lymph nodes up to 13 mm": enlarged by size
+                size = short_axis_mm(
+                    t, max(sent_start, back_words(t, s, 4)), next_mention(found, e, label, sent_end)
+                )
+                if size is not None:
+                    return 1 if size >= self._size_rules[label] else 0
+            return None  # "heart size" alone says nothing about cardiomegaly
+        if kind == SOFT or in_or_list(t, s, e, found, sent_start, sent_end):
+            return -1  # "vascular congestion"; "atelectasis or pneumonia" (CheXpert's conj:or)
+        return 1

@@ -1,24 +1,22 @@
-"""The fast rule-teacher path (literal gates, first-character guards) equals the reference path.
+"""The fast rule-teacher path (one dispatched pass over word starts) equals the reference path.
 
-The reference runs every phrase regex, built as before the optimisation, on the whole text; the
-fast path must give the same mentions (hence labels) report for report.
+The reference runs every phrase regex (``compile_phrases``) on the whole text with ``finditer``;
+the fast path (``phrases.Dispatcher``) must give the same spans for every phrase list, hence the
+same mentions and labels, report for report.
 """
 
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
 from dpcore.data import generate_reports
 from dpcore.labeling import RuleTeacher
-from dpcore.labeling.rules import (
-    TRIGGERS_FILE,
-    _first_chars,
-    _read_rules_file,
-    compile_phrases,
-    required_literals,
-)
+from dpcore.labeling.phrases import Dispatcher, compile_phrases, expand_leading, literal_prefix
+from dpcore.labeling.rules import TRIGGERS_FILE, _read_rules_file
+from dpcore.labeling.suite import load_suite
 
 LABEL_SETS = [("chexpert", "cxr"), ("ctrate", "ct")]
 
@@ -37,6 +35,12 @@ def test_fast_path_equals_reference_on_synthetic_reports(
     for text in texts:
         assert teacher.mentions(text) == teacher._mentions_reference(text), text
         assert teacher.label_text(text) == teacher._label_reference(text), text
+
+
+def test_fast_path_equals_reference_on_the_suite(teacher_and_kind: tuple[RuleTeacher, str]) -> None:
+    teacher, _kind = teacher_and_kind
+    for case in load_suite(teacher.label_set.name):
+        assert teacher.mentions(case.text) == teacher._mentions_reference(case.text), case.text
 
 
 def _rule_words(label_set: str) -> list[str]:
@@ -63,33 +67,58 @@ def test_fast_path_equals_reference_on_random_rule_words(
 ) -> None:
     teacher, _kind = teacher_and_kind
     rng = random.Random(3)
-    vocab = _rule_words(teacher.label_set.name) + ["is", "are", "the", ".", ",", ";", "no", "not"]
+    vocab = _rule_words(teacher.label_set.name) + ["is", "are", "the", ".", ",", ";", "no", "not", "12 mm"]
     for _ in range(300):
         text = " ".join(rng.choice(vocab) for _ in range(rng.randint(5, 40)))
         assert teacher.mentions(text) == teacher._mentions_reference(text), text
 
 
-def test_gates_are_sound_for_every_rule_phrase() -> None:
-    """Every match of a phrase contains one of its required literals and starts as predicted."""
+def _rough_instances(phrases: list[str]) -> str:
+    """Text holding rough instances of each phrase: regex syntax stripped, each branch spelled out."""
+    out = []
+    for p in phrases:
+        for alt in expand_leading(p) or [p]:
+            out.append(re.sub(r"[\\()?*+\[\]{}|^$]", "", alt))
+            out.append(re.sub(r"\(([^()|]*)\|[^()]*\)", r"\1", alt).replace("?", "").replace("\\w*", "s"))
+    return " . ".join(out)
+
+
+def test_dispatcher_equals_finditer_for_every_rule_list() -> None:
+    texts = [t for kind in ("cxr", "ct") for t in generate_reports(kind=kind, n=60, seed=5)["findings"]]
     for name in (TRIGGERS_FILE, "chexpert.yml", "ctrate.yml"):
         data, _ = _read_rules_file(name)
-        for phrases in _phrase_lists(data):
-            rx = compile_phrases(phrases)
-            if rx is None:
-                continue
-            sample = " . ".join(p.replace("\\", "") for p in phrases)  # rough instances
-            lits = required_literals(phrases)
-            for m in rx.finditer(sample):
-                assert lits is None or any(lit in m.group(0) for lit in lits), m.group(0)
-            for p in phrases:
-                first = _first_chars(p.strip())
-                for m in compile_phrases([p]).finditer(sample):  # type: ignore[union-attr]
-                    assert first is None or m.group(0)[0] in first, (p, m.group(0))
+        lists = [lst for lst in _phrase_lists(data) if any(str(x).strip() for x in lst)]
+        dispatcher = Dispatcher(lists)
+        regexes = [compile_phrases(lst) for lst in lists]
+        samples = [_rough_instances(lst).lower() for lst in lists] + [t.lower() for t in texts]
+        for sample in samples:
+            want = [[m.span() for m in rx.finditer(sample)] if rx is not None else [] for rx in regexes]
+            assert dispatcher.spans(sample) == want, (name, sample[:80])
 
 
-def test_fast_regex_is_an_equivalent_rewrite() -> None:
-    phrases = ["((is|are) )?difficult to exclude", "(may|might) be", "no", "\\w+ly enlarged"]
-    slow, fast = compile_phrases(phrases), compile_phrases(phrases, dispatch=True)
-    assert slow is not None and fast is not None and slow.pattern != fast.pattern
-    text = "it is difficult to exclude; may be mildly enlarged, no, difficult to exclude, nodule"
-    assert [m.span() for m in slow.finditer(text)] == [m.span() for m in fast.finditer(text)]
+def test_most_lists_are_dispatched_not_scanned() -> None:
+    teacher = RuleTeacher()
+    assert len(teacher._dispatcher.scanned) <= 2  # lists with an alternative that cannot be rewritten
+
+
+def test_expand_leading_keeps_the_language_and_the_order() -> None:
+    cases = [
+        "((is|are|was|were) )?not (seen|identified)",
+        "(lymph)?adenopath(y|ies)",
+        "(mediastinal |hilar )?lymph nodes? (are|is) (\\w+ly )?enlarged",
+        "(no|without) (significant )?change",
+    ]
+    probe = (
+        "is not seen. not identified. lymphadenopathy adenopathies. hilar lymph nodes are mildly enlarged. "
+    )
+    probe += "lymph node is enlarged. without significant change. no change"
+    for alt in cases:
+        expanded = expand_leading(alt)
+        assert expanded is not None and all(literal_prefix(x) for x in expanded)
+        one = re.compile(f"(?:{alt})")
+        many = re.compile("|".join(f"(?:{x})" for x in expanded))
+        starts = [m.start() for m in re.finditer(r"(?<![a-z])[a-z]", probe)]
+        for p in starts:
+            a, b = one.match(probe, p), many.match(probe, p)
+            assert (a and a.span()) == (b and b.span()), (alt, probe[p : p + 30])
+    assert expand_leading("(?=x)y") is None and expand_leading("(a|b)+c") is None

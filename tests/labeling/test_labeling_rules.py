@@ -99,3 +99,24 @@ def test_project_golden_suite(chexpert: RuleTeacher, text: str, expected: dict[s
     assert dict(zip(CHEXPERT.labels, got, strict=True)) == dict(zip(CHEXPERT.labels, want, strict=True)), (
         chexpert.explain(text)
     )
+
+
+def test_no_finding_drivers_table_names_labels_and_other_findings(chexpert: RuleTeacher) -> None:
+    from dpcore.labeling.agreement import no_finding_drivers
+
+    texts = [
+        "Small left effusion. Calcified granuloma.",
+        "Degenerative changes of the spine.",
+        "No effusion.",
+    ]
+    truth = [[None] * 14, [1] + [None] * 13, [1] + [None] * 13]
+    predicted = chexpert.label_texts(texts)
+    reasons = [chexpert.no_finding_drivers(t) for t in texts]
+    table = no_finding_drivers(truth, predicted, label_set=CHEXPERT, other=reasons)
+    assert (
+        table.loc["Pleural Effusion", "reports"] == 1
+        and table.loc["Pleural Effusion", "truth_no_finding"] == 0
+    )
+    assert table.loc["other finding: degenerative", "sole"] == 1
+    assert table.loc["other finding: degenerative", "truth_no_finding"] == 1
+    assert "No effusion." not in table.index and predicted[2][0] == 1
