@@ -64,6 +64,7 @@ class _Writer:
         self.combos = [(c["text"], dict(c["labels"])) for c in bank.get("combos", [])]
         self.fillers = bank.get("fillers", [])
         self.distractors = bank.get("distractors", [])
+        self.other_finding = False  # whether the last Findings named a finding outside the labels
         abbr = bank.get("abbreviations", {})
         self.abbr_rate = float(abbr.get("rate", 0.0))
         self.abbr = [
@@ -131,6 +132,7 @@ class _Writer:
         rng, bank = self.rng, self.bank
         lab = bank["labels"]
         todo = dict(states)
+        self.other_finding = False  # set when a sentence names a finding CheXpert counts against No Finding
         out: list[tuple[float, str]] = []
         pos_terms: list[str] = []
         unc_terms: list[str] = []
@@ -217,11 +219,15 @@ class _Writer:
             group = f.get("group", f["text"])
             if active.intersection(f.get("unless", ())) or group in groups:
                 continue
+            if f.get("other_finding") and rng.random() >= OTHER_FINDING_RATE:
+                continue
             groups.add(group)
             n_fill -= 1
+            self.other_finding |= bool(f.get("other_finding"))
             out.append((f.get("region", 1) + rng.random() * 0.5, self.fill(f["text"], **extra)))
         if self.distractors and rng.random() < 0.12:
             d = rng.choice(self.distractors)
+            self.other_finding |= bool(d.get("other_finding"))
             out.append((d.get("region", 1) + rng.random() * 0.5, self.fill(d["text"], **extra)))
 
         out.sort(key=lambda t: t[0])
@@ -238,6 +244,10 @@ class _Writer:
         if unc:
             parts.append(self.fill(f"{rng.choice(bank['impression_hedge'])} {unc[0]}."))
         return " ".join(parts)
+
+
+# How often a filler that names another finding is kept when drawn: real normal reports seldom name one.
+OTHER_FINDING_RATE = 0.2
 
 
 def _sample_latents(bank: dict, n: int, patient_of: np.ndarray, n_patients: int, rng: np.random.Generator):
@@ -334,6 +344,10 @@ def generate_reports(
                 patient_extra[p] = {"mm": f"{a} x {b}", "cm": f"{a / 10:.1f} x {b / 10:.1f}"}
             extra = patient_extra[p]
         f, pos, unc = writer.findings(st, extra)
+        if writer.other_finding and "No Finding" in labels:
+            row[labels.index("No Finding")] = (
+                _NONE  # CheXpert: another finding, so No Finding is not asserted
+            )
         imp = writer.impression(pos, unc)
         if style == "mimic":
             pid, rid = f"p{patient_num[p]}", f"s{study_num[i]}"
