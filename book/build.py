@@ -105,13 +105,30 @@ def run_studies(root: Path, overrides: dict[str, Any]) -> None:
         todo = int(
             (plan(study, profile=profile, overrides=run_overrides, store=store)["status"] != "stored").sum()
         )
-        if todo == 0:
-            print(f"[book] study {name} ({profile}): every run stored", flush=True)
-            continue
         t0 = time.perf_counter()
-        print(f"[book] study {name} ({profile}): training {todo} runs", flush=True)
-        run_study(study, profile=profile, overrides=run_overrides, store=store, progress=False)
-        print(f"[book] study {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[book] study {name} ({profile}): {todo} runs to train", flush=True)
+        table = run_study(study, profile=profile, overrides=run_overrides, store=store, progress=False)
+        if todo:
+            print(f"[book] study {name}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+        if name == "grid":
+            print(privacy_utility_summary(table), flush=True)
+
+
+def privacy_utility_summary(table: Any) -> str:
+    """The grid's weighted F1 (95% interval) by corpus, series and epsilon, as the build prints it."""
+    from dpcore.plots import series
+
+    shown = table.assign(series=series(table))[
+        ["corpus", "series", "target_epsilon", "epsilon_rdp", "epsilon_prv", "weighted_f1"]
+    ].copy()
+    shown["95% interval"] = [
+        f"[{lo:.3f}, {hi:.3f}]"
+        for lo, hi in zip(table["weighted_f1_lo"], table["weighted_f1_hi"], strict=True)
+    ]
+    shown["public only"] = table["public_only_weighted_f1"]
+    return "[book] privacy-utility grid (weighted F1 on the test split):\n" + shown.round(3).to_string(
+        index=False
+    )
 
 
 def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path | None:
