@@ -94,7 +94,7 @@ def f1_from_counts(y_true: Any, y_pred: Any, counts: np.ndarray) -> dict[str, np
     weighted = np.divide((per_label * support).sum(axis=1), total, out=np.zeros_like(total), where=total > 0)
     micro_den = denominator.sum(axis=1)
     micro = np.divide(2 * tp.sum(axis=1), micro_den, out=np.zeros_like(micro_den), where=micro_den > 0)
-    return {"weighted": weighted, "micro": micro, "macro": per_label.mean(axis=1)}
+    return {"weighted": weighted, "micro": micro, "macro": per_label.mean(axis=1), "per_label": per_label}
 
 
 def bootstrap_f1(
@@ -107,7 +107,8 @@ def bootstrap_f1(
     level: float = 0.95,
 ) -> dict[str, Any]:
     """Percentile bootstrap intervals (over test reports, resampled with replacement) of weighted, micro and
-    macro F1. Intervals are ``[lo, hi]``, or None when there are no reports.
+    macro F1, and of each label's F1 (``per_label``: name -> interval). Intervals are ``[lo, hi]``, or None
+    when there are no reports.
 
     >>> y = np.array([[1, 0], [0, 1], [1, 1], [0, 0]] * 5)
     >>> ci = bootstrap_f1(y, y, label_names=["a", "b"], n_resamples=200)
@@ -122,6 +123,7 @@ def bootstrap_f1(
         raise ValueError(f"need n_resamples >= 1 and 0 < level < 1, got {n_resamples} and {level}")
     n = len(y_true)
     out: dict[str, Any] = {"weighted": None, "micro": None, "macro": None}
+    per_label: dict[str, Any] = {name: None for name in label_names}
     if n > 0:
         # Resamples in blocks of about two million counts: bounded memory on large test sets.
         block = max(1, 2_000_000 // n)
@@ -136,7 +138,9 @@ def bootstrap_f1(
         for key in out:
             values = np.concatenate([p[key] for p in parts])
             out[key] = [float(v) for v in np.percentile(values, q)]
-    return {**out, "n_resamples": int(n_resamples), "level": float(level)}
+        bounds = np.percentile(np.concatenate([p["per_label"] for p in parts]), q, axis=0)
+        per_label = {name: [float(lo), float(hi)] for name, lo, hi in zip(label_names, *bounds, strict=True)}
+    return {**out, "per_label": per_label, "n_resamples": int(n_resamples), "level": float(level)}
 
 
 def evaluate(

@@ -59,6 +59,8 @@ def test_vectorised_resamples_agree_with_sklearn():
         for average in ("weighted", "micro", "macro"):
             expected = f1_score(y_true[rows], y_pred[rows], average=average, zero_division=0)
             assert fast[average][r] == pytest.approx(expected, abs=1e-12), (r, average)
+        expected = f1_score(y_true[rows], y_pred[rows], average=None, zero_division=0)
+        assert fast["per_label"][r] == pytest.approx(expected, abs=1e-12), r
 
 
 def test_zero_support_and_no_predictions_behave_as_sklearn():
@@ -80,6 +82,8 @@ def test_interval_contains_the_estimate_and_narrows_with_n():
         for key in ("weighted", "micro", "macro"):
             lo, hi = ci[key]
             assert lo <= point[key] <= hi, (n, key, ci[key], point[key])
+        for label, (lo, hi) in ci["per_label"].items():
+            assert lo <= point["per_label"][label] <= hi, (n, label)
         widths.append(ci["weighted"][1] - ci["weighted"][0])
     assert widths[1] < widths[0] / 2  # about 1/sqrt(16) = 1/4 of the width
 
