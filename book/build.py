@@ -165,8 +165,28 @@ def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = F
     return out
 
 
+def vendor_mathjax(root: Path) -> None:
+    """MathJax served with the book, not from a CDN: the book reads offline (and the browser test runs
+    offline). The files come from the installed PyPI package ``django-static-mathjax`` (MathJax 3.2.2)."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("mathjax")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("MathJax is missing: install the book extra (`pip install -e .[book]`)")
+    es5 = Path(next(iter(spec.submodule_search_locations)), "static", "mathjax", "es5")
+    # Not under _static/: Jupyter Book adds every script there to every page (MathJax would load twice).
+    dest = root / "_mathjax" / "mathjax"
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(es5 / "tex-mml-chtml.js", dest / "tex-mml-chtml.js")
+    shutil.copytree(
+        es5 / "output" / "chtml" / "fonts", dest / "output" / "chtml" / "fonts", dirs_exist_ok=True
+    )
+
+
 def render(root: Path, output: Path | None = None) -> Path:
     """Run Jupyter Book (execution off) and return the HTML folder."""
+    vendor_mathjax(root)
     jb = Path(sys.executable).parent / "jupyter-book"
     cmd = [str(jb), "build", str(root), "--warningiserror", "--keep-going"]
     if output is not None:
