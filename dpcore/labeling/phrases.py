@@ -102,10 +102,12 @@ def expand_leading(alt: str) -> list[str] | None:
     return done
 
 
-def _matching_paren(s: str) -> int | None:
+def _structure(pattern: str):
+    """``(index, character, depth after it)`` for every character of a regular expression that is neither
+    escaped nor inside a character class: the characters that shape groups and alternatives."""
     depth, i, in_class = 0, 0, False
-    while i < len(s):
-        c = s[i]
+    while i < len(pattern):
+        c = pattern[i]
         if c == "\\":
             i += 2
             continue
@@ -113,37 +115,21 @@ def _matching_paren(s: str) -> int | None:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        else:
+            depth += {"(": 1, ")": -1}.get(c, 0)
+            yield i, c, depth
         i += 1
-    return None
+
+
+def _matching_paren(s: str) -> int | None:
+    """Index of the parenthesis that closes the group opening ``s``."""
+    return next((i for i, c, depth in _structure(s) if c == ")" and depth == 0), None)
 
 
 def _split_top(body: str) -> list[str]:
-    parts, depth, start, i, in_class = [], 0, 0, 0, False
-    while i < len(body):
-        c = body[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            parts.append(body[start:i])
-            start = i + 1
-        i += 1
-    parts.append(body[start:])
-    return parts
+    """``body`` split at its top-level ``|`` (not inside a group or a character class)."""
+    cuts = [i for i, c, depth in _structure(body) if c == "|" and depth == 0]
+    return [body[a + 1 : b] for a, b in zip([-1, *cuts], [*cuts, len(body)], strict=True)]
 
 
 def literal_prefix(alt: str) -> str:
