@@ -38,6 +38,8 @@ DEFAULT_GRAD_SAMPLE_MODE: dict[str, str] = {"dp-lora": "hooks", "dp-full": "ghos
 # sorted by length and run in chunks of this size; it is still one clipped, noised step.
 DEFAULT_PHYSICAL_BATCH_SIZE: dict[str, int] = {"full": 32, "lora": 64, "dp-lora": 64, "dp-full": 32}
 THRESHOLD_POLICIES: tuple[str, ...] = ("fixed", "validation")
+# What one unit of privacy is: one report (the paper's setting), or one patient with all their reports.
+PRIVACY_UNITS: tuple[str, ...] = ("report", "patient")
 # Public data a run may warm-start from (see TrainConfig.warm_start).
 WARM_START_CORPORA: tuple[str, ...] = ("synthetic",)
 # Tuned per mode (see the book's tuning note): DP needs large logical batches and more epochs, because the
@@ -165,6 +167,14 @@ class PrivacyConfig:
     # ``epsilon`` given, the budget is ``epsilon`` itself unless this is set.
     max_epsilon: float | None = None
     grad_sample_mode: str = "auto"
+    # ``patient``: Poisson-sample patients, clip each sampled patient's summed gradient (over at most
+    # ``max_reports_per_patient`` of their reports; None keeps all) to ``max_grad_norm`` as one unit, and
+    # account over patients. ``report`` protects one report; a patient with k reports gets group privacy.
+    privacy_unit: str = "report"
+    max_reports_per_patient: int | None = None
+    # Noise and sampling from the operating system's entropy: nobody (not even the seed's holder) can replay
+    # them. None: on when the run saves a model for release, off for reproducible research runs.
+    secure: bool | None = None
 
     def __post_init__(self) -> None:
         _check(self.epsilon is None or self.epsilon > 0, f"epsilon must be positive, got {self.epsilon}")
@@ -185,6 +195,14 @@ class PrivacyConfig:
         _check(
             self.grad_sample_mode in GRAD_SAMPLE_MODES,
             f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}, got {self.grad_sample_mode!r}",
+        )
+        _check(
+            self.privacy_unit in PRIVACY_UNITS,
+            f"privacy_unit must be one of {PRIVACY_UNITS}, got {self.privacy_unit!r}",
+        )
+        _check(
+            self.max_reports_per_patient is None or self.max_reports_per_patient > 0,
+            f"max_reports_per_patient must be positive, got {self.max_reports_per_patient}",
         )
 
     def resolved_grad_sample_mode(self, mode: str) -> str:
@@ -224,6 +242,10 @@ class TrainConfig:
     device: str = "auto"
     warm_start: str | None = None
     warm_start_reports: int = 2000
+    # For the membership attack (dpcore.attacks.membership): the per-example losses of this many training
+    # reports (members) and as many test reports (non-members) are kept in the result. A diagnostic of
+    # private data outside epsilon; 0 keeps none.
+    membership_sample: int = 0
 
     def __post_init__(self) -> None:
         _check(self.mode in MODES, f"mode must be one of {MODES}, got {self.mode!r}")
@@ -242,6 +264,9 @@ class TrainConfig:
         )
         _check(
             self.warm_start_reports > 0, f"warm_start_reports must be positive, got {self.warm_start_reports}"
+        )
+        _check(
+            self.membership_sample >= 0, f"membership_sample must be 0 or more, got {self.membership_sample}"
         )
         _check(
             self.threshold_policy in THRESHOLD_POLICIES,
@@ -295,6 +320,10 @@ class RunConfig:
             _check(
                 self.privacy.max_epsilon is None,
                 f"max_epsilon only applies to DP modes {DP_MODES}, not to {mode!r}",
+            )
+            _check(
+                self.privacy.privacy_unit == "report",
+                f"privacy_unit {self.privacy.privacy_unit!r} only applies to DP modes {DP_MODES}, not to {mode!r}",
             )
 
     @property
