@@ -24,7 +24,7 @@ from dpcore.data.mimic import load_mimic_cxr
 from dpcore.data.sections import extract_findings_impression, split_sections
 from dpcore.labels import CHEXPERT, CTRATE
 
-GOLDEN = Path("/work/shared/chexpert-golden/labeled_reports.csv")
+GOLDEN = Path(__file__).resolve().parents[1] / "fixtures" / "chexpert-golden" / "labeled_reports.csv"
 
 
 # -- sections -------------------------------------------------------------------------------------------
