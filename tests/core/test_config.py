@@ -76,3 +76,71 @@ def test_dp_schedules_use_larger_batches_than_their_non_private_twins():
     for private, plain in (("dp-lora", "lora"), ("dp-full", "full")):
         dp = RunConfig.from_flat({"mode": private, "epsilon": 1.0}).train.resolved()
         assert dp.batch_size > RunConfig.from_flat({"mode": plain}).train.resolved().batch_size
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"epochs": 2.7}, "epochs must be a whole number, got 2.7"),
+        ({"n_reports": "2.5"}, "n_reports must be a whole number, got '2.5'"),
+        ({"n_reports": None}, "n_reports must be a whole number, got None"),
+        ({"batch_size": True}, "batch_size must be a whole number, got True"),
+        ({"mode": "foo"}, "mode must be one of"),
+        ({"poisson_sampling": "maybe"}, "poisson_sampling must be true or false, got 'maybe'"),
+        ({"secure": "maybe"}, "secure must be true or false"),
+        ({"data_path": 2024}, "data_path must be text, got 2024 (quote it"),
+        ({"lora_targets": ["query", 1]}, "lora_targets item 2 must be text, got 1"),
+        ({"lora_targets": "query,,value"}, "lora_targets has an empty item"),
+        ({"split_fractions": [0.5, 0.5]}, "split_fractions must have 3 values, got 2"),
+        ({"learning_rate": [1e-3]}, "learning_rate must be a number"),
+    ],
+)
+def test_values_of_the_wrong_type_are_refused_naming_the_field(params, message):
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_flat(params)
+    assert message in str(err.value)
+
+
+def test_every_field_checks_its_type():
+    # Derived from the dataclasses' type hints, so fields added later are checked too.
+    from dpcore.config import SECTIONS, field_types
+
+    for kind in SECTIONS.values():
+        for name in field_types(kind):
+            with pytest.raises(ValueError, match=rf"^{name}\b"):
+                RunConfig.from_flat({name: {"not": "a value"}})
+
+
+def test_tuple_fields_take_one_name_or_a_comma_list():
+    one = RunConfig.from_flat({"lora_targets": "query"})
+    assert one.model.lora_targets == ("query",)  # not the characters q, u, e, r, y
+    two = RunConfig.from_flat({"lora_targets": "query, value"})
+    assert two.model.lora_targets == ("query", "value")
+    assert two.config_hash() == RunConfig.from_flat({"lora_targets": ["query", "value"]}).config_hash()
+    assert RunConfig.from_flat({"split_fractions": "0.6,0.2,0.2"}).data.split_fractions == (0.6, 0.2, 0.2)
+
+
+def test_text_and_yaml_forms_mean_the_same_value():
+    cfg = RunConfig.from_flat({"secure": "true", "delta": "null", "max_length": "64", "epochs": 3.0})
+    assert (cfg.privacy.secure, cfg.privacy.delta, cfg.model.max_length, cfg.train.epochs) == (
+        True,
+        None,
+        64,
+        3,
+    )
+    assert (
+        cfg.config_hash()
+        == RunConfig.from_flat({"secure": True, "delta": None, "max_length": 64, "epochs": 3}).config_hash()
+    )
+    # An empty YAML section (``train:``) is the defaults; a section that is not a mapping is an error.
+    assert RunConfig.from_dict({"train": None}) == RunConfig()
+    with pytest.raises(ValueError, match="config section 'train' must be a mapping"):
+        RunConfig.from_dict({"train": ["lora"]})
+
+
+def test_stored_hashes_do_not_move():
+    # Hashes of results already stored: whole numbers for floats, YAML lists for tuples, text numbers.
+    assert RunConfig().config_hash() == RunConfig.from_flat(RunConfig().to_flat()).config_hash()
+    a = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 10, "learning_rate": "1e-3", "lora_alpha": 16})
+    b = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 10.0, "learning_rate": 0.001, "lora_alpha": 16.0})
+    assert a.config_hash() == b.config_hash()
