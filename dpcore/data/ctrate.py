@@ -10,8 +10,9 @@ result's ``id`` is the VolumeName without ``.nii.gz`` and ``patient_id`` the pat
 
 Policies (counted in ``dataset_meta(ds).extra["load"]``): reports with empty Findings are left out
 (``missing_findings="skip"``) or raise (``"error"``); reports without a label row are left out; label
-rows without a report are counted. Bad label values, duplicate volumes and missing columns raise
-:class:`~dpcore.data.schema.DataError` naming the file, the row and the field.
+rows without a report are counted. Bad label values, duplicate volumes (both rows named) and missing
+columns raise :class:`~dpcore.data.schema.DataError` naming the file, the row and the field; so does a load
+that keeps no report.
 """
 
 from __future__ import annotations
@@ -51,6 +52,17 @@ def _volume_parts(name: str, *, file: str, row: int) -> tuple[str, str]:
             f"VolumeName {name!r} is not like 'train_1_a_1.nii.gz'", file=file, row=row, field="VolumeName"
         )
     return f"{m.group(1)}_{m.group(2)}_{m.group(3)}", m.group(1)
+
+
+def _refuse_duplicate(vid: str, seen: dict[str, tuple[str, int]], *, file: str, row: int) -> None:
+    """Record where ``vid`` is; a second row of it (in any of the files) names both rows."""
+    if vid in seen:
+        first_file, first_row = seen[vid]
+        where = f"row {first_row}" if first_file == file else f"file {first_file}, row {first_row}"
+        raise DataError(
+            f"duplicate VolumeName {vid} (first at {where})", file=file, row=row, field="VolumeName"
+        )
+    seen[vid] = (file, row)
 
 
 def _frames_from_root(root: Path) -> tuple[list[tuple[str, pd.DataFrame]], list[tuple[str, pd.DataFrame]]]:
@@ -110,28 +122,26 @@ def load_ct_rate(
         raise ValueError("give root=, reports= (and labels=), or from_hub=True")
 
     label_map: dict[str, list[int | None]] = {}
+    label_rows: dict[str, tuple[str, int]] = {}
     for file, df in label_frames:
         missing = [c for c in ("VolumeName", *CTRATE.labels) if c not in df.columns]
         if missing:
             raise DataError(f"missing columns {missing}", file=file)
         for i, rec in enumerate(df.to_dict("records"), start=1):
             vid, _ = _volume_parts(cell_text(rec["VolumeName"]), file=file, row=i)
-            if vid in label_map:
-                raise DataError(f"duplicate VolumeName {vid}", file=file, row=i, field="VolumeName")
+            _refuse_duplicate(vid, label_rows, file=file, row=i)
             label_map[vid] = [parse_label(rec[lab], file=file, row=i, field=lab) for lab in CTRATE.labels]
 
     lg = LoadLog(source)
     cols: dict[str, list] = {c: [] for c in ("id", "patient_id", "findings", "impression", "text", "labels")}
-    seen: set[str] = set()
+    seen: dict[str, tuple[str, int]] = {}
     for file, df in report_frames:
         missing = [c for c in REPORT_COLUMNS if c not in df.columns]
         if missing:
             raise DataError(f"missing columns {missing}", file=file)
         for i, rec in enumerate(df.to_dict("records"), start=1):
             vid, patient = _volume_parts(cell_text(rec["VolumeName"]), file=file, row=i)
-            if vid in seen:
-                raise DataError(f"duplicate VolumeName {vid}", file=file, row=i, field="VolumeName")
-            seen.add(vid)
+            _refuse_duplicate(vid, seen, file=file, row=i)
             findings = " ".join(cell_text(rec["Findings_EN"]).split())
             impression = " ".join(cell_text(rec["Impressions_EN"]).split())
             if not findings:
@@ -154,7 +164,8 @@ def load_ct_rate(
             cols["text"].append(text)
             cols["labels"].append(label_map.get(vid, [None] * len(CTRATE)))
     lg.kept = len(cols["id"])
-    orphans = len(set(label_map) - seen)
+    lg.check_kept(file=", ".join(f for f, _ in report_frames), read=len(seen))
+    orphans = len(set(label_map) - set(seen))
     extra = {
         "load": {
             **lg.as_dict(),

@@ -4,7 +4,8 @@ labeler output as presets.
 Label columns are matched to the label set by name: ``label_columns`` maps each label to a column (labels
 left out are ``None``), or, when it is ``None``, columns named exactly like the labels are used. Rows with
 empty text are left out and counted (``missing_text="skip"``) or raise (``"error"``); duplicate ids, bad
-label values and missing columns raise :class:`~dpcore.data.schema.DataError` naming file, row and field.
+label values and missing columns raise :class:`~dpcore.data.schema.DataError` naming file, row and field,
+and so does a table that yields no report (a header without rows, or every row left out).
 
 >>> import tempfile, pathlib
 >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
@@ -103,6 +104,7 @@ def load_table(
         cols["labels"].append(labels)
     lg.kept = len(cols["id"])
     log.info(lg.summary())
+    lg.check_kept(file=file, read=len(df))
     extra = {"load": {**lg.as_dict(), "label_columns": dict(label_columns)}}
     return make_dataset(
         cols, label_set=label_set, source=source or "table", credentialed=credentialed, extra=extra, file=file

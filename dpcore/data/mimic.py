@@ -10,8 +10,9 @@ Policies, all counted in the load log (``dataset_meta(ds).extra["load"]``) and l
   MIMIC-CXR); ``"impression"`` uses the impression as the Findings instead; ``"error"`` raises.
 - A report with no row in the label file is left out when a label file is given; empty report files are
   left out; a study missing from the split file is left out of the split result.
-- Non-UTF-8 report files, bad label values, missing columns and duplicate studies raise
-  :class:`~dpcore.data.schema.DataError` naming the file, the row and the field.
+- Non-UTF-8 report files, bad label values, missing columns and duplicate studies (both places named)
+  raise :class:`~dpcore.data.schema.DataError` naming the file, the row and the field; so does a load that
+  keeps no report (no report files, or every one left out).
 
 MIMIC-CXR is credentialed: the result is flagged ``credentialed=True``; never print or share its text.
 """
@@ -62,13 +63,20 @@ def _iter_reports(reports: Path) -> Iterator[tuple[str, str, str, bytes]]:
 def _read_labels(path: Path) -> dict[str, list[int | None]]:
     df = read_table(path, required=("subject_id", "study_id", *CHEXPERT.labels))
     out: dict[str, list[int | None]] = {}
+    first: dict[str, int] = {}
     for i, row in enumerate(df.itertuples(index=False), start=1):
         rec = dict(zip(df.columns, row, strict=True))
         study = str(rec["study_id"]).strip()
         if not study.isdigit():
             raise DataError(f"study_id {study!r} is not a number", file=str(path), row=i, field="study_id")
-        if study in out:
-            raise DataError(f"duplicate study_id {study}", file=str(path), row=i, field="study_id")
+        if study in first:
+            raise DataError(
+                f"duplicate study_id {study} (first at row {first[study]})",
+                file=str(path),
+                row=i,
+                field="study_id",
+            )
+        first[study] = i
         out[study] = [parse_label(rec[lab], file=str(path), row=i, field=lab) for lab in CHEXPERT.labels]
     return out
 
@@ -151,6 +159,9 @@ def load_mimic_cxr(
         cols["labels"].append(row_labels)
     kept_note = lg.skipped.pop("impression used as findings (kept)", 0)
     lg.kept = len(cols["id"])
+    lg.check_kept(
+        file=str(reports), read=len(seen), unit="report files like files/p10/p10000032/s50414267.txt"
+    )
     if label_map is not None:
         orphan = len(set(label_map) - set(seen))
         if orphan:

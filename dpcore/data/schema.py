@@ -99,6 +99,16 @@ class LoadLog:
     def as_dict(self) -> dict[str, Any]:
         return {"kept": self.kept, "skipped": dict(sorted(self.skipped.items()))}
 
+    def check_kept(self, *, file: str, read: int, unit: str = "rows") -> None:
+        """Refuse a load that kept no report: nothing to read (a header without rows), or every one of the
+        ``read`` rows left out (the reasons are named)."""
+        if self.kept:
+            return
+        if not read:
+            raise DataError(f"no {unit} found: nothing to load", file=file)
+        why = "; ".join(f"{n} {r}" for r, n in sorted(self.skipped.items())) or "no reason recorded"
+        raise DataError(f"no report kept: all {read} {unit} were left out ({why})", file=file)
+
     def summary(self) -> str:
         left = sum(self.skipped.values())
         why = "; ".join(f"{n} {r}" for r, n in sorted(self.skipped.items())) or "none"

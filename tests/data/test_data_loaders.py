@@ -306,3 +306,55 @@ def test_generic_errors(tmp_path):
 def _touch(p: Path) -> Path:
     p.write_text("")
     return p
+
+
+# -- duplicates name both rows; a load that keeps nothing is an error ----------------------------------
+def test_duplicate_ids_name_both_rows(ctrate, mimic, tmp_path):
+    rep = ctrate / "dataset" / "radiology_text_reports" / "train_reports.csv"
+    again = write_ct_reports(tmp_path / "again.csv", CT_REPORTS["train"][2:3])
+    with pytest.raises(
+        DataError,
+        match=rf"again\.csv, row 1, field VolumeName: duplicate VolumeName train_2_a_1 \(first at file {rep}, row 3\)",
+    ):
+        load_ct_rate(reports=[rep, again])
+    labels = mimic["tmp"] / "dup.csv"
+    write_mimic_labels(labels, MIMIC_LABELS)
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([*lines, lines[2]]) + "\n")
+    with pytest.raises(
+        DataError, match=r"row 6, field study_id: duplicate study_id 53189527 \(first at row 2\)"
+    ):
+        load_mimic_cxr(reports=mimic["root"], labels=labels)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("id,report,Edema\n", r"empty\.csv: no rows found: nothing to load"),
+        (
+            "id,report,Edema\na,,1\nb, ,0\n",
+            r"empty\.csv: no report kept: all 2 rows were left out \(2 empty text\)",
+        ),
+    ],
+)
+def test_table_without_reports(tmp_path, text, message):
+    p = tmp_path / "empty.csv"
+    p.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_table(p, text_column="report", id_column="id")
+
+
+def test_ctrate_and_mimic_without_reports(ctrate, mimic, tmp_path):
+    header = write_ct_reports(tmp_path / "header.csv", [])
+    with pytest.raises(DataError, match=r"header\.csv: no rows found"):
+        load_ct_rate(reports=[header])
+    blank = write_ct_reports(tmp_path / "blank.csv", [("train_9_a_1.nii.gz", "", "", "", "x")])
+    with pytest.raises(DataError, match=r"all 1 rows were left out \(1 empty Findings_EN\)"):
+        load_ct_rate(reports=[blank])
+    empty = tmp_path / "no-reports"
+    empty.mkdir()
+    with pytest.raises(DataError, match=r"no-reports: no report files like files/p10/"):
+        load_mimic_cxr(reports=empty)
+    no_labels = write_mimic_labels(tmp_path / "none.csv", {})
+    with pytest.raises(DataError, match=r"no report kept: all 5 report files .*4 no row in the label file"):
+        load_mimic_cxr(reports=mimic["root"], labels=no_labels)
