@@ -16,27 +16,21 @@ from dpcore import __version__
 from dpcore.config import SECTIONS, RunConfig
 
 
-def _parse_sets(pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs; values are read as YAML scalars or lists (``1e-3``, ``[query, value]``)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--set expects key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
 def load_config(path: str | None, sets: Sequence[str] = ()) -> RunConfig:
     """A run configuration from a YAML file (nested sections or flat keys) and ``key=value`` overrides."""
+    from dpcore.study_cli import parse_overrides
+
     data: dict[str, Any] = {}
     if path:
-        loaded = yaml.safe_load(Path(path).read_text()) or {}
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"file {path}: not YAML ({' '.join(str(err).split())})") from None
         if not isinstance(loaded, dict):
-            raise SystemExit(f"{path}: expected a mapping of parameters, got {type(loaded).__name__}")
+            raise ValueError(f"file {path}: expected a mapping of parameters, got {type(loaded).__name__}")
         nested = all(isinstance(v, dict) for v in loaded.values()) and set(loaded) <= set(SECTIONS)
         data = RunConfig.from_dict(loaded).to_flat() if nested and loaded else loaded
-    return RunConfig.from_flat({**data, **_parse_sets(sets)})
+    return RunConfig.from_flat({**data, **parse_overrides(sets)})
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -100,9 +94,26 @@ def _cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_accounting(args: argparse.Namespace) -> None:
+    """The accountants' inputs in range: out of range, Opacus fails deep inside with no option named."""
+    checks = [
+        ("--delta", args.delta, 0 < args.delta < 1, "in (0, 1)"),
+        ("--sample-rate", args.sample_rate, 0 < args.sample_rate <= 1, "in (0, 1]"),
+        ("--steps", args.steps, args.steps > 0, "positive"),
+    ]
+    if getattr(args, "noise_multiplier", None) is not None:
+        checks.append(("--noise-multiplier", args.noise_multiplier, args.noise_multiplier > 0, "positive"))
+    if getattr(args, "epsilon", None) is not None:
+        checks.append(("--epsilon", args.epsilon, args.epsilon > 0, "positive"))
+    for option, value, ok, what in checks:
+        if not ok:
+            raise ValueError(f"{option} must be {what}, got {value}")
+
+
 def _cmd_epsilon(args: argparse.Namespace) -> int:
     from dpcore.privacy import epsilons
 
+    _check_accounting(args)
     history = [(args.noise_multiplier, args.sample_rate, args.steps)]
     print(json.dumps(epsilons(history=history, delta=args.delta)))
     return 0
@@ -111,6 +122,7 @@ def _cmd_epsilon(args: argparse.Namespace) -> int:
 def _cmd_noise(args: argparse.Namespace) -> int:
     from dpcore.privacy import noise_for_epsilon
 
+    _check_accounting(args)
     sigma = noise_for_epsilon(
         target_epsilon=args.epsilon,
         delta=args.delta,
@@ -127,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="dpcore", description="DP-LoRA radiology report classification: data, labels, training, privacy."
     )
     parser.add_argument("--version", action="version", version=f"dpcore {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error (before the command)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def config_args(p: argparse.ArgumentParser) -> None:
@@ -172,9 +187,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Bad input (a wrong value, file, column or name) raises these from validation; a one-line message and exit
+# status 2 serve the user better than a traceback. Anything else is a bug and keeps its traceback.
+BAD_INPUT: tuple[type[BaseException], ...] = (
+    ValueError,  # dpcore.data.DataError, StudyError and config errors among them
+    KeyError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
+
+
+def error_line(err: BaseException) -> str:
+    """One line that says what was wrong (file, row and field where the error names them).
+
+    >>> error_line(KeyError("unknown label set 'x'"))
+    "unknown label set 'x'"
+    >>> error_line(FileNotFoundError(2, "No such file or directory", "run.yml"))
+    'file run.yml: no such file or directory'
+    """
+    if isinstance(err, KeyError) and len(err.args) == 1 and isinstance(err.args[0], str):
+        text = err.args[0]  # str(KeyError) would quote the message
+    elif isinstance(err, OSError) and err.filename is not None and err.strerror:
+        text = f"file {err.filename}: {err.strerror[0].lower()}{err.strerror[1:]}"
+    else:
+        text = str(err) or type(err).__name__
+    return " ".join(text.split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; bad input is one line on stderr and exit status 2 (``--debug``: the traceback)."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BAD_INPUT as err:
+        if args.debug:
+            raise
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return 2
+    except SystemExit as done:
+        if not isinstance(done.code, str) or args.debug:
+            raise
+        print(f"error: {error_line(done)}", file=sys.stderr)  # SystemExit("message") from a command
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,8 +11,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,26 +55,12 @@ def _print(frame: pd.DataFrame) -> None:
         print(frame.to_string(index=False) if len(frame) else "(no runs)")
 
 
-def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Bad input (unknown study, profile or parameter) is one line on stderr and exit status 2."""
-
-    def wrapped(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except StudyError as err:
-            print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-            return 2
-
-    return wrapped
-
-
 def _load(args: argparse.Namespace) -> tuple[Study, dict[str, Any]]:
     study, overrides = Study.load(args.study), parse_overrides(args.set)
     study.configs(args.profile, overrides)  # every configuration valid before anything runs
     return study, overrides
 
 
-@_guarded
 def _cmd_show(args: argparse.Namespace) -> int:
     study, overrides = _load(args)
     configs = study.configs(args.profile, overrides)
@@ -86,7 +71,6 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-@_guarded
 def _cmd_run(args: argparse.Namespace) -> int:
     study, overrides = _load(args)
     if args.dry_run:

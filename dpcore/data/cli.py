@@ -43,10 +43,23 @@ def write_dataset(ds: datasets.Dataset | datasets.DatasetDict, out: str | Path) 
     elif out.suffix == ".csv":
         ds.map(lambda r: {"labels": json.dumps(r["labels"])}, features=None).to_csv(str(out), index=False)
     elif out.suffix:
-        raise ValueError(f"unknown output format {out.suffix!r} (use .jsonl, .csv, .parquet or a folder)")
+        raise ValueError(_format_error(out))
     else:
         ds.save_to_disk(str(out))
     return [out]
+
+
+OUTPUT_SUFFIXES = ("", ".jsonl", ".csv", ".parquet")
+
+
+def _format_error(out: Path) -> str:
+    return f"--out {out}: unknown output format {out.suffix!r} (use .jsonl, .csv, .parquet or a folder)"
+
+
+def _check_out(out: str | Path) -> None:
+    """Refuse an unknown output format before a long load or generation, not after."""
+    if Path(out).suffix not in OUTPUT_SUFFIXES:
+        raise ValueError(_format_error(Path(out)))
 
 
 def _summary(ds: datasets.Dataset | datasets.DatasetDict) -> str:
@@ -74,6 +87,7 @@ def _summary(ds: datasets.Dataset | datasets.DatasetDict) -> str:
 def run_generate(args: argparse.Namespace) -> int:
     from dpcore.data.synthetic import generate_reports
 
+    _check_out(args.out)
     ds = generate_reports(
         kind=args.kind,
         n=args.n,
@@ -88,7 +102,37 @@ def run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+# The options each source cannot do without (argparse cannot say "required for this source").
+_REQUIRED = {"mimic-cxr": ("reports",), "table": ("path",), "indiana": ("path",)}
+
+
+def _check_options(args: argparse.Namespace) -> None:
+    _check_out(args.out)
+    for name in _REQUIRED.get(args.source, ()):
+        if getattr(args, name) is None:
+            raise ValueError(f"corpus load {args.source} needs --{name.replace('_', '-')}")
+    if args.source == "ct-rate" and not (args.root or args.reports_csv or args.from_hub):
+        raise ValueError("corpus load ct-rate needs --root, --reports-csv or --from-hub")
+
+
+def label_columns(pairs: list[str] | None) -> dict[str, str] | None:
+    """``LABEL=COLUMN`` options as a mapping (None when there are none).
+
+    >>> label_columns(["Edema=edema", "Pleural Effusion=effusion"])
+    {'Edema': 'edema', 'Pleural Effusion': 'effusion'}
+    """
+    out = {}
+    for pair in pairs or ():
+        label, sep, column = pair.partition("=")
+        if not sep or not label.strip() or not column.strip():
+            raise ValueError(f"--label-column expects LABEL=COLUMN, got {pair!r}")
+        out[label.strip()] = column.strip()
+    return out or None
+
+
 def run_load(args: argparse.Namespace) -> int:
+    """Handler of ``corpus load``: bad input raises (nothing is written); the main command reports it."""
+    _check_options(args)
     src = args.source
     if src == "mimic-cxr":
         from dpcore.data.mimic import load_mimic_cxr
@@ -113,12 +157,11 @@ def run_load(args: argparse.Namespace) -> int:
     else:
         from dpcore.data.generic import load_table
 
-        cols = dict(kv.split("=", 1) for kv in args.label_column or ()) or None
         ds = load_table(
             args.path,
             text_column=args.text_column,
             label_set=args.label_set,
-            label_columns=cols,
+            label_columns=label_columns(args.label_column),
             id_column=args.id_column,
             patient_column=args.patient_column,
             impression_column=args.impression_column,

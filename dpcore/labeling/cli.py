@@ -28,6 +28,8 @@ from pathlib import Path
 import datasets
 import pandas as pd
 
+from dpcore.data.schema import DataError
+from dpcore.data.tables import read_table
 from dpcore.labeling.base import Teacher
 from dpcore.labeling.cache import LabelCache
 from dpcore.labeling.dataset import label_dataset_with_stats
@@ -51,6 +53,7 @@ def add_label_command(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", choices=["rules", "llm"], default="rules")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"label cache (default {DEFAULT_CACHE})")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the label cache")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     llm = p.add_argument_group("LLM teacher")
     llm.add_argument("--llm-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     llm.add_argument("--llm-model", help="model name at the endpoint, or a local path / hub id")
@@ -77,19 +80,16 @@ def add_label_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def read_reports(path: Path) -> datasets.Dataset:
-    """Reports from a file or a ``save_to_disk`` folder."""
+    """Reports from a file or a ``save_to_disk`` folder; a source without rows is an error."""
     if path.is_dir():
-        return datasets.load_from_disk(str(path))
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    elif suffix in (".jsonl", ".json"):
-        frame = pd.read_json(path, lines=suffix == ".jsonl", dtype=False)
-    elif suffix == ".parquet":
-        frame = pd.read_parquet(path)
+        ds = datasets.load_from_disk(str(path))
+    elif path.suffix.lower() in (".csv", ".jsonl", ".json", ".parquet"):
+        ds = datasets.Dataset.from_pandas(read_table(path), preserve_index=False)
     else:
-        raise ValueError(f"unsupported input {path} (use .csv, .jsonl, .json, .parquet or a folder)")
-    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+        raise DataError("unsupported input (use .csv, .jsonl, .json, .parquet or a folder)", file=str(path))
+    if not len(ds):
+        raise DataError("no reports to label", file=str(path))
+    return ds
 
 
 def make_teacher(args: argparse.Namespace) -> Teacher:
@@ -105,12 +105,12 @@ def make_teacher(args: argparse.Namespace) -> Teacher:
         backend = TransformersBackend.smollm2()
     elif args.llm_url:
         if not args.llm_model:
-            raise SystemExit("--llm-url needs --llm-model")
+            raise ValueError("--llm-url needs --llm-model")
         backend = OpenAIBackend(base_url=args.llm_url, model=args.llm_model, api_key=args.api_key)
     elif args.llm_model:
         backend = TransformersBackend(args.llm_model, gguf_file=args.llm_gguf)
     else:
-        raise SystemExit("--teacher llm needs --llm-url, --llm-model or --smollm2")
+        raise ValueError("--teacher llm needs --llm-url, --llm-model or --smollm2")
     return LLMTeacher(
         backend=backend,
         label_set=args.label_set or "chexpert",
@@ -148,13 +148,22 @@ def run_label(args: argparse.Namespace) -> int:
     if args.input == "suite" and not Path(args.input).exists():
         return run_suite_command(args)
     if args.output is None:
-        raise SystemExit("dpcore label: -o/--output is required")
+        raise ValueError("dpcore label: -o/--output is required")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     ds = read_reports(Path(args.input))
+    if args.text_column not in ds.column_names:
+        raise DataError(f"no such column; has {ds.column_names}", file=args.input, field=args.text_column)
     teacher = make_teacher(args)
     cache = None if args.no_cache else LabelCache(args.cache)
     res = label_dataset_with_stats(
-        ds, teacher=teacher, text_column=args.text_column, cache=cache, credentialed=args.credentialed
+        ds,
+        teacher=teacher,
+        text_column=args.text_column,
+        cache=cache,
+        credentialed=args.credentialed,
+        # An LLM takes seconds per report: small batches move the bar and reach the cache sooner.
+        batch_size=256 if args.teacher == "rules" else 8,
+        progress=not args.no_progress,
     )
     write_labels(
         res.dataset, path=args.output, id_column=args.id_column, label_names=teacher.label_set.labels

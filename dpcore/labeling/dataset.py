@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import datasets
+from tqdm import tqdm
 
 from dpcore.labeling.base import LabelVector, Teacher
 from dpcore.labeling.cache import LabelCache
@@ -37,16 +38,26 @@ class LabelingResult:
 
 
 def label_texts_cached(
-    texts: Sequence[str], *, teacher: Teacher, cache: LabelCache | None = None, batch_size: int = 256
+    texts: Sequence[str],
+    *,
+    teacher: Teacher,
+    cache: LabelCache | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
 ) -> tuple[list[LabelVector | None], int]:
     """Labels of ``texts`` (cache first, teacher for the rest, written back batch by batch).
 
-    Returns the vectors and how many came from the cache. Identical texts are labeled once.
+    Returns the vectors and how many came from the cache. Identical texts are labeled once. ``progress``
+    shows a bar over the texts the teacher labels (on a terminal only), moved batch by batch.
     """
     texts = ["" if t is None else str(t) for t in texts]
     cached = cache.get_many(teacher.name, teacher.version, texts) if cache is not None else {}
     todo = list(dict.fromkeys(t for t in texts if t not in cached))
     fresh: dict[str, LabelVector | None] = {}
+    # disable=None: tqdm turns itself off when stderr is not a terminal (logs, CI).
+    bar = tqdm(
+        total=len(todo), desc=f"labeling ({teacher.name})", unit="report", disable=None if progress else True
+    )
     for i in range(0, len(todo), batch_size):
         batch = todo[i : i + batch_size]
         vectors = teacher.label_texts(batch)
@@ -58,6 +69,8 @@ def label_texts_cached(
         if cache is not None:
             # One transaction per batch: a killed run loses at most the batch in flight.
             cache.put_many(teacher.name, teacher.version, {t: v for t, v in got.items() if v is not None})
+        bar.update(len(batch))
+    bar.close()
     n_cached = sum(1 for t in texts if t in cached)
     return [cached[t] if t in cached else fresh[t] for t in texts], n_cached
 
@@ -71,8 +84,9 @@ def label_dataset_with_stats(
     cache: LabelCache | None = None,
     batch_size: int = 256,
     credentialed: bool | None = None,
+    progress: bool = False,
 ) -> LabelingResult:
-    """Like :func:`label_dataset`, and also return the counts."""
+    """Like :func:`label_dataset`, and also return the counts (``progress``: a bar on a terminal)."""
     if text_column not in ds.column_names:
         raise KeyError(f"no column {text_column!r} in the dataset (columns: {ds.column_names})")
     check = getattr(teacher, "check_source", None)
@@ -80,7 +94,7 @@ def label_dataset_with_stats(
         # Teachers that send text somewhere (LLM endpoints) must know whether it is credentialed.
         check(credentialed=source_is_credentialed(ds) if credentialed is None else credentialed)
     vectors, n_cached = label_texts_cached(
-        ds[text_column], teacher=teacher, cache=cache, batch_size=batch_size
+        ds[text_column], teacher=teacher, cache=cache, batch_size=batch_size, progress=progress
     )
     n_abstained = sum(v is None for v in vectors)
     if n_abstained:

@@ -102,3 +102,16 @@ def test_bow_baseline_is_below_the_bar_but_learns():
         r = bow_baseline(generate_reports(kind=kind, n=2000, seed=0), seed=0)
         assert 0.6 < r["macro_f1"] < MAX_MACRO_F1, (kind, r["macro_f1"])
         assert not r["too_easy"]
+
+
+def test_load_that_keeps_nothing_fails_and_writes_nothing(tmp_path, capsys):
+    from dpcore.cli import main
+
+    table = tmp_path / "t.csv"
+    table.write_text("report,Edema\n,1\n")
+    out = tmp_path / "t.jsonl"
+    argv = ["corpus", "load", "table", "--path", str(table), "--text-column", "report", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: file {table}: no report kept: all 1 rows were left out (1 empty text)\n"
+    assert not out.exists()

@@ -74,7 +74,7 @@ def test_llm_teacher_needs_a_backend(tmp_path) -> None:
     src = tmp_path / "r.csv"
     _write_csv(src, [{"id": "1", "findings": "x"}])
     args = _parse(["label", str(src), "-o", str(tmp_path / "o.csv"), "--teacher", "llm", "--no-cache"])
-    with pytest.raises(SystemExit, match="needs --llm-url"):
+    with pytest.raises(ValueError, match="needs --llm-url"):
         args.func(args)
 
 
