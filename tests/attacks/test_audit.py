@@ -1,0 +1,181 @@
+"""The one-run audit: the bound against hand-computed cases and the paper's printed values, its monotonicity,
+and three runs of the tiny model: without DP (a clearly positive bound), with DP (never above the
+accountant's ε) and the same DP run with Opacus's noise switched off (the audit catches it)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from dpcore.attacks import audit
+from dpcore.attacks.audit import (
+    AuditViolation,
+    audit_scores,
+    check_consistent,
+    epsilon_lower_bound,
+    guess_grid,
+    one_run_audit,
+    p_value,
+)
+from dpcore.attacks.audit_bugs import noise_disabled
+from dpcore.attacks.cli import register
+from dpcore.config import RunConfig
+from dpcore.pipeline import prepare_splits
+
+
+# -- the bound ----------------------------------------------------------------------------------------------
+def test_p_value_hand_cases():
+    # ε = log 3: each guess right with probability q = 3/4. P[B >= 2], B ~ Binomial(3, 3/4) = 27/32.
+    assert p_value(m=10, guesses=3, correct=2, epsilon=math.log(3), delta=0.0) == pytest.approx(27 / 32)
+    # With δ: + 2 m δ max(P[B = 1] / 1, P[B in {0, 1}] / 2) = 2 * 10 * 0.01 * 9/64.
+    expected = 27 / 32 + 2 * 10 * 0.01 * (9 / 64)
+    assert p_value(m=10, guesses=3, correct=2, epsilon=math.log(3), delta=0.01) == pytest.approx(expected)
+    assert p_value(m=10, guesses=4, correct=0, epsilon=1.0, delta=0.0) == 1.0
+
+
+@pytest.mark.parametrize("r", [5, 20, 100])
+def test_all_guesses_right_without_delta_is_the_closed_form(r: int):
+    q = 0.05 ** (1 / r)  # q^r = 0.05: the largest accuracy that r right guesses reject at 95%
+    expected = max(0.0, math.log(q / (1 - q)))
+    assert epsilon_lower_bound(m=r, guesses=r, correct=r, delta=0.0) == pytest.approx(expected, abs=1e-6)
+
+
+def test_pure_epsilon_bound_is_the_binomial_quantile():
+    # 70 of 100 right: the bound is the ε whose accuracy makes P[Binomial(100, q) >= 70] exactly 0.05.
+    eps = epsilon_lower_bound(m=100, guesses=100, correct=70, delta=0.0)
+    q = 1 / (1 + math.exp(-eps))
+    assert stats.binom.sf(69, 100, q) == pytest.approx(0.05, abs=1e-6)
+
+
+def test_reproduces_the_papers_printed_values():
+    # Steinke, Nasr and Jagielski (arXiv:2305.08846), Appendix D's example and Section 7's figure.
+    assert epsilon_lower_bound(m=1000, guesses=100, correct=75, delta=1e-4) == pytest.approx(0.673, abs=1e-3)
+    assert epsilon_lower_bound(m=100_000, guesses=1510, correct=1439, delta=1e-5) == pytest.approx(
+        2.675, abs=2e-3
+    )
+
+
+def test_monotonicity():
+    eps = np.linspace(0, 5, 26)
+    p = [p_value(m=500, guesses=100, correct=80, epsilon=e, delta=1e-5) for e in eps]
+    assert np.all(np.diff(p) >= -1e-12)  # the p-value grows with ε, so bisection finds the bound
+    by_correct = [epsilon_lower_bound(m=500, guesses=100, correct=v, delta=1e-5) for v in range(50, 101, 5)]
+    assert np.all(np.diff(by_correct) >= 0) and by_correct[0] == 0 and by_correct[-1] > 3
+    by_delta = [epsilon_lower_bound(m=500, guesses=100, correct=90, delta=d) for d in (0, 1e-6, 1e-4, 1e-3)]
+    assert np.all(np.diff(by_delta) <= 0)
+    by_conf = [
+        epsilon_lower_bound(m=500, guesses=100, correct=90, delta=1e-5, confidence=c)
+        for c in (0.5, 0.9, 0.95, 0.99)
+    ]
+    assert np.all(np.diff(by_conf) <= 0)
+
+
+def test_guessing_and_the_union_bound_over_the_grid():
+    rng = np.random.default_rng(0)
+    included = rng.random(200) < 0.5
+    scores = np.where(included, 1.0, 0.0) + rng.normal(0, 0.01, 200)  # perfectly separable
+    res = audit_scores(scores=scores, included=included, delta=1e-5)
+    assert [(t.k_plus, t.k_minus) for t in res.tests] == guess_grid(200)
+    assert all(t.correct == t.guesses for t in res.tests[:-1])
+    # All 200 guessed, 100 in and 100 out: one wrong guess for each canary beyond 100 on the larger side.
+    assert res.tests[-1].correct == 200 - abs(int(included.sum()) - 100)
+    best = max(res.tests, key=lambda t: t.epsilon_lower)
+    corrected = 1 - 0.05 / len(res.tests)  # each test at level 0.05 / 4
+    assert res.epsilon_lower == pytest.approx(
+        epsilon_lower_bound(
+            m=200, guesses=best.guesses, correct=best.correct, delta=1e-5, confidence=corrected
+        )
+    )
+    single = audit_scores(scores=scores, included=included, delta=1e-5, grid=[(best.k_plus, best.k_minus)])
+    assert single.epsilon_lower > res.epsilon_lower  # a pre-chosen pair pays no correction
+    flipped = audit_scores(scores=-scores, included=included, delta=1e-5)
+    assert flipped.epsilon_lower == 0.0 and all(t.correct == 0 for t in flipped.tests[:-1])
+
+
+# -- three runs of the tiny model ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def audits(tiny_model: str):
+    """No DP; DP at ε = 1; the same DP run with Opacus's noise off. Each a few seconds."""
+    base = {
+        "model": tiny_model,
+        "n_reports": 40,
+        "max_length": 48,
+        "epochs": 5,
+        "batch_size": 16,
+        "learning_rate": 1e-2,
+        "lora_targets": ["query", "value"],
+    }
+    splits = prepare_splits(RunConfig.from_flat(base))
+    private = RunConfig.from_flat({**base, "mode": "dp-full", "epsilon": 1.0})
+    out = {"full": one_run_audit(RunConfig.from_flat({**base, "mode": "full"}), splits, canaries=100)}
+    out["dp"] = one_run_audit(private, splits, canaries=100)
+    with noise_disabled():
+        out["bug"] = one_run_audit(private, splits, canaries=100)
+    return out
+
+
+def test_without_dp_the_bound_is_clearly_positive(audits):
+    res = audits["full"]
+    assert res.epsilon_rdp is None and math.isinf(res.reported_epsilon) and res.consistent()
+    assert res.bound.correct / res.bound.guesses > 0.9
+    assert res.epsilon_lower > 1.5
+
+
+def test_with_dp_the_bound_stays_below_the_accountants_epsilon(audits):
+    res = audits["dp"]
+    assert 0 < res.epsilon_prv <= res.epsilon_rdp <= 1.0 + 1e-6
+    assert res.epsilon_lower <= res.reported_epsilon
+    assert check_consistent(res) is res
+
+
+def test_a_planted_bug_in_opacus_fails_the_audit(audits):
+    dp, bug = audits["dp"], audits["bug"]
+    # The same run in everything the accountant sees: the configuration, σ, ε, δ and the canary draw.
+    assert (bug.config_hash, bug.noise_multiplier, bug.epsilon_rdp, bug.epsilon_prv, bug.delta) == (
+        dp.config_hash,
+        dp.noise_multiplier,
+        dp.epsilon_rdp,
+        dp.epsilon_prv,
+        dp.delta,
+    )
+    assert bug.inclusion == dp.inclusion and bug.noise_multiplier > 1
+    assert bug.epsilon_lower > bug.reported_epsilon + 0.5 and not bug.consistent()
+    with pytest.raises(AuditViolation, match="exceeds the reported"):
+        check_consistent(bug)
+
+
+# -- the command --------------------------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dpcore")
+    register(parser.add_subparsers(dest="command"))
+    return parser
+
+
+def test_one_run_command_prints_the_bound_beside_epsilon(tiny_model, tmp_path, capsys):
+    sets = [f"model={tiny_model}", "n_reports=40", "max_length=48", "epochs=2", "batch_size=16", "mode=full"]
+    argv = [
+        "audit",
+        "one-run",
+        *[x for s in sets for x in ("--set", s)],
+        "--canaries",
+        "20",
+        "--no-progress",
+        "--json",
+        str(tmp_path / "audit.json"),
+    ]
+    args = _parser().parse_args(argv)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "lower bound on ε at 95% confidence" in out and "consistent" in out
+    assert (tmp_path / "audit.json").is_file()
+
+
+def test_one_run_command_exits_non_zero_on_a_violation(audits, monkeypatch, capsys):
+    monkeypatch.setattr(audit, "one_run_audit", lambda cfg, **kw: audits["bug"])
+    args = _parser().parse_args(["audit", "one-run", "--set", "mode=dp-full", "--set", "epsilon=1"])
+    assert args.func(args) == 1
+    assert "VIOLATION" in capsys.readouterr().out
