@@ -134,6 +134,11 @@ def _cmd_noise(args: argparse.Namespace) -> int:
     return 0
 
 
+# Values are YAML scalars checked against the parameter's type; a list parameter takes one name, a comma list
+# or a YAML list (lora_targets=query, lora_targets=query,value, lora_targets=[query, value]).
+SET_HELP = "override a parameter (repeatable); a list: a,b or [a, b]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dpcore", description="DP-LoRA radiology report classification: data, labels, training, privacy."
@@ -146,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def config_args(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help="YAML file of parameters (nested sections or flat keys)")
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=SET_HELP)
 
     train = sub.add_parser("train", help="train and evaluate one configuration")
     config_args(train)

@@ -33,7 +33,8 @@ MAIN_COLUMNS = [
 
 
 def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values read as YAML (``1e-3``, ``[query, value]``).
+    """``key=value`` pairs, values read as YAML (``1e-3``, ``[query, value]``). The configuration then checks
+    each against its field's type: a list field takes one name or a comma list too (``lora_targets=query``).
 
     >>> parse_overrides(["epochs=2", "lora_targets=[query, value]"])
     {'epochs': 2, 'lora_targets': ['query', 'value']}
@@ -107,7 +108,7 @@ def add_study_command(subparsers: argparse._SubParsersAction) -> None:
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="override a parameter in every run",
+            help="override a parameter in every run (repeatable); a list: a,b or [a, b]",
         )
     run.add_argument("--results", default="results", help="results store folder (default results)")
     run.add_argument("--dry-run", action="store_true", help="print what would train and what is stored")
