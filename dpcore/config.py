@@ -20,6 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import numbers
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -465,15 +466,17 @@ def _coerce_sequence(key: str, value: Any, hint: Any) -> tuple | list:
 
 
 def _to_int(key: str, value: Any) -> int:
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)  # numpy integers from a table become plain ints (JSON, the hash)
     if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
         return int(value)  # exact, however long
     number = _to_float(key, value, what="a whole number")
     _check(number.is_integer(), f"{key} must be a whole number, got {value!r}")
-    return int(number) if not isinstance(value, int) else value
+    return int(number)
 
 
 def _to_float(key: str, value: Any, *, what: str = "a number") -> float:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
         try:

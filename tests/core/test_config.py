@@ -144,3 +144,14 @@ def test_stored_hashes_do_not_move():
     a = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 10, "learning_rate": "1e-3", "lora_alpha": 16})
     b = RunConfig.from_flat({"mode": "dp-lora", "epsilon": 10.0, "learning_rate": 0.001, "lora_alpha": 16.0})
     assert a.config_hash() == b.config_hash()
+
+
+def test_numpy_numbers_from_a_table_are_plain_numbers():
+    import numpy as np
+
+    cfg = RunConfig.from_flat({"epochs": np.int64(3), "mode": "dp-lora", "epsilon": np.int64(10)})
+    assert type(cfg.train.epochs) is int and type(cfg.privacy.epsilon) is float
+    assert (
+        cfg.config_hash()
+        == RunConfig.from_flat({"epochs": 3, "mode": "dp-lora", "epsilon": 10.0}).config_hash()
+    )
