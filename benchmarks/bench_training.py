@@ -56,10 +56,10 @@ def _per_step_seconds(cfg, repeats: int = 2) -> float:
     import torch
 
     from dpcore.models import build_model
-    from dpcore.training import _optimizer, make_private, train_step
+    from dpcore.training import build_optimizer, make_private, train_step
 
     model = build_model(cfg.model, num_labels=14, mode=cfg.train.mode)
-    optimizer = _optimizer(model, cfg)
+    optimizer = build_optimizer(model, cfg)
     private = None
     if cfg.is_private:
         private = make_private(

@@ -1,0 +1,111 @@
+"""Predictions and test metrics: probabilities in length-sorted batches, thresholds, the test split scored
+against the reference labels and the teacher."""
+
+from __future__ import annotations
+
+import math
+import resource
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+
+from dpcore.config import RunConfig
+from dpcore.metrics import evaluate
+from dpcore.training.data import EncodedReports, per_example_loss, targets_from_labels
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[np.ndarray, float]:
+    """Probabilities ``[n, n_labels]`` and the mean per-example loss over ``loader``."""
+    was_training = model.training
+    model.eval()
+    probs, losses = [], []
+    for ids, mask, targets in loader:
+        logits = model(ids.to(device), mask.to(device))
+        losses.append(per_example_loss(logits, targets.to(device)).cpu())
+        probs.append(torch.sigmoid(logits).cpu())
+    model.train(was_training)
+    if not probs:
+        return np.zeros((0, 0)), math.nan
+    return torch.cat(probs).numpy(), float(torch.cat(losses).mean())
+
+
+def predict_reports(
+    model: nn.Module, data: EncodedReports, collate: Any, device: torch.device, batch_size: int = 128
+) -> tuple[np.ndarray, float]:
+    """``predict`` over ``data`` in length-sorted batches (little padding), in the original order."""
+    if len(data) == 0:
+        return np.zeros((0, 0)), math.nan
+    lengths = torch.tensor([len(x) for x in data.input_ids])
+    order = torch.argsort(lengths, stable=True)
+    batches = [collate([data[i] for i in chunk.tolist()]) for chunk in order.split(batch_size)]
+    probs, loss = predict(model, batches, device)
+    out = np.empty_like(probs)
+    out[order.numpy()] = probs
+    return out, loss
+
+
+def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:
+    """Per-label thresholds that maximise F1 on ``(y_true, probs)`` (a grid from 0.05 to 0.95)."""
+    grid = np.linspace(0.05, 0.95, 19)
+    out = []
+    for j in range(y_true.shape[1]):
+        truth = y_true[:, j] > 0
+        best, best_t = -1.0, 0.5
+        for t in grid:
+            pred = probs[:, j] >= t
+            tp = float((pred & truth).sum())
+            f1 = 2 * tp / max(1.0, float(pred.sum() + truth.sum()))
+            if f1 > best:
+                best, best_t = f1, float(t)
+        out.append(best_t)
+    return out
+
+
+def evaluate_test(
+    cfg: RunConfig,
+    inner: nn.Module,
+    enc: dict[str, EncodedReports],
+    splits: datasets.DatasetDict,
+    collate: Any,
+    device: torch.device,
+    *,
+    label_column: str,
+    reference_column: str,
+    label_names: list[str],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Test metrics against the reference and the teacher, and what the thresholds were (with a warning
+    when they were tuned on private validation data)."""
+    policy = cfg.teacher.uncertainty_policy
+    eval_policy = "u-ones" if policy == "ignore" else policy
+    threshold: float | list[float] = cfg.train.threshold
+    extra: dict[str, Any] = {}
+    if cfg.train.threshold_policy == "validation":
+        val_probs, _ = predict_reports(inner, enc["validation"], collate, device)
+        val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
+        threshold = tune_thresholds(val_truth, val_probs)
+        extra["thresholds"] = threshold
+        if cfg.is_private:
+            extra["privacy_warning"] = (
+                "per-label thresholds were tuned on the validation split without privacy: they are a "
+                "release of private data that the reported epsilon does not cover"
+            )
+    probs, _ = predict_reports(inner, enc["test"], collate, device)
+    test = splits["test"]
+    reference = targets_from_labels(test[reference_column], policy=eval_policy)
+    teacher = targets_from_labels(test[label_column], policy=eval_policy)
+    metrics = {
+        "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
+        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
+    }
+    return metrics, extra
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    # Process-wide peak resident set size (Linux reports kilobytes).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,0 +1,121 @@
+"""What a run leaves behind: per-epoch records, the privacy report and the typed result (JSON on disk)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import datasets
+import torch
+from torch import nn
+
+from dpcore import __version__
+
+
+@dataclass
+class EpochRecord:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    steps: int
+    seconds: float
+    epsilon_rdp: float | None = None
+    epsilon_prv: float | None = None
+    # Seconds of the training loop alone (no validation): what the benchmark compares.
+    train_seconds: float | None = None
+
+
+@dataclass
+class PrivacyReport:
+    noise_multiplier: float
+    max_grad_norm: float
+    sample_rate: float
+    steps: int
+    delta: float
+    accountant: str
+    target_epsilon: float | None
+    epsilon_rdp: float | None
+    epsilon_prv: float | None
+    poisson_sampling: bool
+    grad_sample_mode: str = "hooks"
+    # The budget training stops at (the target epsilon, or max_epsilon), and why training stopped.
+    max_epsilon: float | None = None
+    stop_reason: str = "completed"
+
+
+@dataclass
+class RunResult:
+    """Everything a run leaves behind, JSON on disk (see :mod:`dpcore.results`)."""
+
+    config: dict[str, Any]
+    config_hash: str
+    label_names: list[str]
+    epochs: list[EpochRecord]
+    metrics: dict[str, Any]
+    privacy: PrivacyReport | None
+    data: dict[str, int]
+    parameters: dict[str, int]
+    timings: dict[str, float]
+    peak_memory_mb: float
+    versions: dict[str, str]
+    code_fingerprint: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+    # The trained model, when asked for (``train(..., keep_model=True)``); never serialised.
+    model: nn.Module | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def mode(self) -> str:
+        return self.config["train"]["mode"]
+
+    @property
+    def weighted_f1(self) -> float:
+        """Weighted F1 on the test split against the reference labels (the paper's metric)."""
+        return self.metrics["test_vs_reference"]["f1"]["weighted"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "model"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunResult:
+        data = dict(data)
+        data["epochs"] = [EpochRecord(**e) for e in data["epochs"]]
+        data["privacy"] = PrivacyReport(**data["privacy"]) if data["privacy"] else None
+        return cls(**data)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=1))
+        tmp.replace(path)  # atomic: a crash never leaves half a result
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResult:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def library_versions() -> dict[str, str]:
+    import opacus
+    import peft
+    import transformers
+
+    return {
+        "dpcore": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "opacus": opacus.__version__,
+        "datasets": datasets.__version__,
+    }
