@@ -182,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
     noise.set_defaults(func=_cmd_noise)
 
+    from dpcore.attacks.cli import register as add_audit_commands
     from dpcore.data.cli import add_corpus_commands
     from dpcore.labeling.cli import add_label_command
     from dpcore.study_cli import add_study_command
@@ -189,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_commands(sub)
     add_label_command(sub)
     add_study_command(sub)
+    add_audit_commands(sub)
     return parser
 
 

@@ -45,6 +45,17 @@ class PrivacyReport:
     # The budget training stops at (the target epsilon, or max_epsilon), and why training stopped.
     max_epsilon: float | None = None
     stop_reason: str = "completed"
+    # What one unit of privacy is ("report" or "patient") and how many units the training split holds.
+    unit: str = "report"
+    units: int = 0
+    # The largest number of training reports one patient has; at the report unit, such a patient is
+    # protected only by group privacy: (group_epsilon, group_delta), None when no epsilon is reported.
+    max_reports_per_patient: int = 1
+    group_epsilon: float | None = None
+    group_delta: float | None = None
+    # Noise and sampling drawn from the operating system's entropy (a run nobody can replay), or from
+    # generators seeded by ``train.seed`` (a reproducible research run: the seed's holder can replay both).
+    secure_rng: bool = False
 
 
 @dataclass
@@ -64,6 +75,10 @@ class RunResult:
     versions: dict[str, str]
     code_fingerprint: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    # What epsilon covers (the trained weights, and what is computed from them alone) and, by field, what
+    # was computed from private data without noise: released outside the guarantee.
+    covered_by_epsilon: str = ""
+    outside_epsilon: dict[str, str] = field(default_factory=dict)
     # The trained model, when asked for (``train(..., keep_model=True)``); never serialised.
     model: nn.Module | None = field(default=None, repr=False, compare=False)
 
