@@ -61,6 +61,12 @@ def _per_step_seconds(cfg, repeats: int = 2) -> float:
     model = build_model(cfg.model, num_labels=14, mode=cfg.train.mode)
     optimizer = build_optimizer(model, cfg)
     private = None
+    g = torch.Generator().manual_seed(0)
+    chunk = (
+        torch.randint(1000, 20000, (32, 128), generator=g),
+        torch.ones(32, 128, dtype=torch.long),
+        (torch.rand(32, 14, generator=g) < 0.2).float(),
+    )
     if cfg.is_private:
         private = make_private(
             model,
@@ -69,14 +75,9 @@ def _per_step_seconds(cfg, repeats: int = 2) -> float:
             max_grad_norm=1.0,
             expected_batch_size=32,
             grad_sample_mode=cfg.privacy.resolved_grad_sample_mode(cfg.train.mode),
+            example_inputs=(chunk[0][:2], chunk[1][:2]),
         )
         model, optimizer = private.module, private.optimizer
-    g = torch.Generator().manual_seed(0)
-    chunk = (
-        torch.randint(1000, 20000, (32, 128), generator=g),
-        torch.ones(32, 128, dtype=torch.long),
-        (torch.rand(32, 14, generator=g) < 0.2).float(),
-    )
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()

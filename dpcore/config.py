@@ -210,9 +210,11 @@ class PrivacyConfig:
         )
 
     def resolved_grad_sample_mode(self, mode: str) -> str:
-        """The grad sample mode a DP ``mode`` runs with (``auto`` resolved)."""
+        """The grad sample mode a DP ``mode`` runs with (``auto`` resolved; the patient unit needs hooks)."""
         if self.grad_sample_mode != "auto":
             return self.grad_sample_mode
+        if self.privacy_unit == "patient":
+            return "hooks"
         return DEFAULT_GRAD_SAMPLE_MODE.get(mode, "hooks")
 
 
@@ -313,6 +315,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         mode = self.train.mode
         given = [n for n in ("epsilon", "noise_multiplier") if getattr(self.privacy, n) is not None]
+        self._check_budget()
         if mode in DP_MODES:
             _check(
                 len(given) == 1,
@@ -329,6 +332,25 @@ class RunConfig:
                 self.privacy.privacy_unit == "report",
                 f"privacy_unit {self.privacy.privacy_unit!r} only applies to DP modes {DP_MODES}, not to {mode!r}",
             )
+
+    def _check_budget(self) -> None:
+        """A budget the run could not enforce is an error, not a silent no-op: without noise epsilon is
+        infinite, and without Poisson sampling the accountants' epsilon does not hold."""
+        p = self.privacy
+        budgets = [n for n in ("epsilon", "max_epsilon") if getattr(p, n) is not None]
+        _check(
+            not budgets or p.poisson_sampling,
+            f"{' and '.join(budgets)} need poisson_sampling: the accountants' epsilon assumes it",
+        )
+        _check(
+            p.max_epsilon is None or p.noise_multiplier != 0,
+            "max_epsilon with noise_multiplier 0: without noise epsilon is infinite, no budget can hold",
+        )
+        _check(
+            p.privacy_unit == "report" or p.resolved_grad_sample_mode(self.train.mode) == "hooks",
+            "privacy_unit 'patient' needs grad_sample_mode 'hooks' (ghost clipping cannot add up a "
+            "patient's reports before clipping)",
+        )
 
     @property
     def is_private(self) -> bool:

@@ -124,3 +124,20 @@ def _options(accountant: str, scale: float = 1.0) -> dict[str, object]:
     if accountant == "rdp":
         return {"alphas": RDP_ORDERS}
     return {"eps_error": min(0.01, max(scale / 50, 1e-4))}
+
+
+def group_privacy(*, epsilon: float, delta: float, k: int) -> tuple[float, float]:
+    """The guarantee an ``(epsilon, delta)``-DP mechanism gives a group of ``k`` units (a patient with ``k``
+    reports at the report unit): ``(k epsilon, k e^((k-1) epsilon) delta)`` (Vadhan, "The Complexity of
+    Differential Privacy", Lemma 2.2; pure epsilon: Dwork and Roth, Theorem 2.2). The delta is capped at 1,
+    where the bound says nothing.
+
+    >>> group_privacy(epsilon=1.0, delta=1e-6, k=1)
+    (1.0, 1e-06)
+    >>> eps, d = group_privacy(epsilon=1.0, delta=1e-6, k=3)
+    >>> eps, round(d, 10)
+    (3.0, 2.21672e-05)
+    """
+    if k < 1:
+        raise ValueError(f"a group has at least one unit, got k={k}")
+    return k * epsilon, min(1.0, k * math.exp((k - 1) * epsilon) * delta)

@@ -4,7 +4,8 @@ The contract with Opacus is a *per-example* loss: binary cross-entropy averaged 
 vector of shape ``[B]``; the loop reduces it with a mean (Opacus's ``loss_reduction="mean"``).
 
 One module a concern: :mod:`~dpcore.training.data` (encoding, padding, batches, the loss),
-:mod:`~dpcore.training.features` (frozen layers computed once), :mod:`~dpcore.training.private` (Opacus),
+:mod:`~dpcore.training.features` (frozen layers computed once), :mod:`~dpcore.training.units` (units of privacy),
+:mod:`~dpcore.training.private` (Opacus),
 :mod:`~dpcore.training.engine` (optimiser, schedule, noise, budget), :mod:`~dpcore.training.loop` (epochs and
 steps), :mod:`~dpcore.training.checkpoints`, :mod:`~dpcore.training.evaluation`,
 :mod:`~dpcore.training.result` and :mod:`~dpcore.training.run` (``train``).
@@ -25,9 +26,10 @@ from dpcore.training.engine import build_optimizer, resolve_device, seed_everyth
 from dpcore.training.evaluation import predict, tune_thresholds
 from dpcore.training.features import _FEATURE_CACHE, frozen_features
 from dpcore.training.loop import TrainingInterrupted
-from dpcore.training.private import PerExampleLoss, PrivateParts, is_albert, make_private, train_step
+from dpcore.training.private import PerExampleLoss, PrivateParts, make_private, reused_parameters, train_step
 from dpcore.training.result import EpochRecord, PrivacyReport, RunResult, library_versions
 from dpcore.training.run import train
+from dpcore.training.units import PrivacyUnits
 
 __all__ = [
     "CHECKPOINT_STATE",
@@ -37,13 +39,13 @@ __all__ = [
     "EpochRecord",
     "PerExampleLoss",
     "PrivacyReport",
+    "PrivacyUnits",
     "PrivateParts",
     "RunResult",
     "TrainingInterrupted",
     "build_optimizer",
     "encode",
     "frozen_features",
-    "is_albert",
     "length_sorted_chunks",
     "library_versions",
     "load_checkpoint",
@@ -53,6 +55,7 @@ __all__ = [
     "poisson_indices",
     "predict",
     "resolve_device",
+    "reused_parameters",
     "save_checkpoint",
     "seed_everything",
     "targets_from_labels",

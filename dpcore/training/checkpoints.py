@@ -56,38 +56,57 @@ class Progress:
     epoch: int = 1
     step_in_epoch: int = 0
     records: list[EpochRecord] = field(default_factory=list)
-    epoch_losses: list[torch.Tensor] = field(default_factory=list)
+    # The epoch's training loss as a running sum and count: a checkpoint keeps no per-example values.
+    loss_sum: float = 0.0
+    loss_count: int = 0
     permutation: torch.Tensor | None = None
     seconds_before: float = 0.0  # training seconds of earlier processes (a resumed run)
+
+
+def accounting(engine: Engine, data_fingerprint: str) -> dict[str, Any]:
+    """What the accountant's epsilon depends on besides the configuration: a resumed run must match it."""
+    privacy = engine.privacy
+    state: dict[str, Any] = {"data_fingerprint": data_fingerprint}
+    if privacy is not None:
+        state.update(
+            unit=privacy.unit,
+            units=privacy.units,
+            sample_rate=privacy.sample_rate,
+            noise_multiplier=privacy.noise_multiplier,
+        )
+    return state
 
 
 def save_progress(
     folder: Path | None,
     cfg: RunConfig,
     engine: Engine,
-    sampler: torch.Generator,
+    generators: dict[str, torch.Generator],
     prog: Progress,
     seconds: float,
     *,
     rank: int,
+    data_fingerprint: str,
 ) -> None:
     if folder is None:
         return
     privacy = engine.privacy
     state = {
         "config_hash": cfg.config_hash(),
+        "accounting": accounting(engine, data_fingerprint),
         "weights": {
             n: q.detach().cpu().clone() for n, q in engine.inner.named_parameters() if q.requires_grad
         },
         "optimizer": engine.optimizer.state_dict(),
         "scheduler": engine.scheduler.state_dict(),
-        "sampler": sampler.get_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
         "rng": _rng_state(),
         "step": prog.step,
         "epoch": prog.epoch,
         "step_in_epoch": prog.step_in_epoch,
         "records": [dataclasses.asdict(r) for r in prog.records],
-        "epoch_losses": prog.epoch_losses,
+        "loss_sum": prog.loss_sum,
+        "loss_count": prog.loss_count,
         "permutation": prog.permutation,
         "history": [(privacy.noise_multiplier, privacy.sample_rate, prog.step)] if privacy else [],
         "train_seconds": seconds,
@@ -96,9 +115,19 @@ def save_progress(
 
 
 def restore_progress(
-    folder: Path | None, cfg: RunConfig, engine: Engine, sampler: torch.Generator, *, rank: int
+    folder: Path | None,
+    cfg: RunConfig,
+    engine: Engine,
+    generators: dict[str, torch.Generator],
+    *,
+    rank: int,
+    data_fingerprint: str,
 ) -> Progress:
-    """The saved progress in ``folder`` (weights, optimiser, sampler and RNG restored), or a fresh start."""
+    """The saved progress in ``folder`` (weights, optimiser, generators and RNG restored), or a fresh start.
+
+    A checkpoint of another configuration, or of the same one over other data or another accounting (N,
+    q, sigma, unit), is refused: resuming it would report an epsilon that does not hold.
+    """
     if folder is None or (state := load_checkpoint(folder, rank=rank)) is None:
         return Progress()
     if state["config_hash"] != cfg.config_hash():
@@ -106,20 +135,31 @@ def restore_progress(
             f"checkpoint in {folder} belongs to configuration {state['config_hash']}, not "
             f"{cfg.config_hash()}; use another checkpoint_dir"
         )
+    now = accounting(engine, data_fingerprint)
+    saved = state.get("accounting", {})
+    changed = [key for key in now if saved.get(key) != now[key]]
+    if changed:
+        what = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(
+            f"checkpoint in {folder} was trained with other data or accounting ({what}); resuming would "
+            "mix two runs under one epsilon: use another checkpoint_dir"
+        )
     with torch.no_grad():
         params = dict(engine.inner.named_parameters())
         for name, value in state["weights"].items():
             params[name].copy_(value)
     engine.optimizer.load_state_dict(state["optimizer"])
     engine.scheduler.load_state_dict(state["scheduler"])
-    sampler.set_state(state["sampler"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
     _set_rng_state(state["rng"])
     return Progress(
         step=state["step"],
         epoch=state["epoch"],
         step_in_epoch=state["step_in_epoch"],
         records=[EpochRecord(**r) for r in state["records"]],
-        epoch_losses=list(state["epoch_losses"]),
+        loss_sum=state["loss_sum"],
+        loss_count=state["loss_count"],
         permutation=state["permutation"],
         seconds_before=state["train_seconds"],
     )

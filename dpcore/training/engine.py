@@ -3,6 +3,7 @@ the steps the budget allows. Seeds, devices and the process group of ``torchrun`
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,6 @@ def resolve_device(name: str) -> torch.device:
 
 def distributed_context(device: torch.device) -> tuple[int, int]:
     """(rank, world size); joins the process group that ``torchrun`` describes in the environment."""
-    import os
-
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
@@ -101,11 +100,39 @@ def allowed_steps(
     return lo
 
 
+def random_sources(*, seed: int, rank: int, secure: bool) -> dict[str, torch.Generator]:
+    """The generators of the Poisson sampler and of the DP noise.
+
+    Seeded from ``seed`` (a reproducible research run: whoever holds the seed, which the result publishes,
+    can replay which reports each step drew and the noise itself), or, ``secure``, from the operating
+    system's entropy, which nobody can replay. torch's generator is a Mersenne Twister, not a cryptographic
+    generator: an unpredictable seed is what this offers (Opacus's CSPRNG needs ``torchcsprng``, which has no
+    build for current torch).
+    """
+    if secure:
+        seeds = [int.from_bytes(os.urandom(8), "little") >> 1 for _ in range(2)]
+    else:
+        seeds = [seed * 1_000_003 + rank, seed * 1_000_003 + rank + 500_009]
+    return {
+        name: torch.Generator().manual_seed(s) for name, s in zip(("sampler", "noise"), seeds, strict=True)
+    }
+
+
 def build_engine(
-    cfg: RunConfig, model: nn.Module, *, n_train: int, sample_rate: float, total_steps: int, world: int
+    cfg: RunConfig,
+    model: nn.Module,
+    *,
+    units: int,
+    sample_rate: float,
+    total_steps: int,
+    world: int,
+    noise_generator: torch.Generator | None = None,
+    secure: bool = False,
+    example_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> Engine:
     """Optimiser and schedule; under DP the noise (from the target epsilon), Opacus's wrappers and the
-    number of steps the budget allows."""
+    number of steps the budget allows. ``units`` is the number of units of privacy (reports or patients)
+    in the training split: delta, the expected batch and the accountant count them."""
     optimizer: Any = build_optimizer(model, cfg)
     scheduler = build_schedule(optimizer, total_steps=total_steps, warmup_ratio=cfg.train.warmup_ratio)
     engine = Engine(model, model, optimizer, scheduler, None, None, total_steps)
@@ -116,7 +143,7 @@ def build_engine(
             engine.model = DPDDP(model)  # only broadcasts the weights; gradients are averaged in train_step
         return engine
     p = cfg.privacy
-    delta = check_delta(p.delta if p.delta is not None else default_delta(n_train), n_train)
+    delta = check_delta(p.delta if p.delta is not None else default_delta(units), units)
     sigma = p.noise_multiplier
     if sigma is None:
         sigma = noise_for_epsilon(
@@ -132,13 +159,16 @@ def build_engine(
         optimizer,
         noise_multiplier=sigma,
         max_grad_norm=p.max_grad_norm,
-        expected_batch_size=sample_rate * n_train / world,
+        expected_batch_size=sample_rate * units / world,
         grad_sample_mode=gs_mode,
         distributed=world > 1,
+        example_inputs=example_inputs,
+        noise_generator=noise_generator,
+        secure_mode=secure,
     )
     engine.model, engine.optimizer = engine.private.module, engine.private.optimizer
     budget = p.max_epsilon if p.max_epsilon is not None else p.epsilon
-    if budget is not None and p.poisson_sampling and sigma > 0:
+    if budget is not None:  # the configuration guarantees Poisson sampling and noise here
         engine.allowed_steps = allowed_steps((sigma, sample_rate), budget, delta, p.accountant, total_steps)
     engine.privacy = PrivacyReport(
         noise_multiplier=sigma,
@@ -153,5 +183,8 @@ def build_engine(
         poisson_sampling=p.poisson_sampling,
         grad_sample_mode=gs_mode,
         max_epsilon=budget,
+        unit=p.privacy_unit,
+        units=units,
+        secure_rng=secure,
     )
     return engine

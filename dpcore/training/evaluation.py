@@ -18,8 +18,8 @@ from dpcore.training.data import EncodedReports, per_example_loss, targets_from_
 
 
 @torch.no_grad()
-def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[np.ndarray, float]:
-    """Probabilities ``[n, n_labels]`` and the mean per-example loss over ``loader``."""
+def _outputs(model: nn.Module, loader: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities ``[n, n_labels]`` and per-example losses ``[n]`` over ``loader``, in its order."""
     was_training = model.training
     model.eval()
     probs, losses = [], []
@@ -29,23 +29,47 @@ def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[np.nda
         probs.append(torch.sigmoid(logits).cpu())
     model.train(was_training)
     if not probs:
-        return np.zeros((0, 0)), math.nan
-    return torch.cat(probs).numpy(), float(torch.cat(losses).mean())
+        return torch.zeros((0, 0)), torch.zeros(0)
+    return torch.cat(probs), torch.cat(losses)
+
+
+def predict(model: nn.Module, loader: Any, device: torch.device) -> tuple[np.ndarray, float]:
+    """Probabilities ``[n, n_labels]`` and the mean per-example loss over ``loader``."""
+    probs, losses = _outputs(model, loader, device)
+    return probs.numpy(), float(losses.mean()) if len(losses) else math.nan
+
+
+def _sorted_outputs(
+    model: nn.Module, data: EncodedReports, collate: Any, device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``_outputs`` over ``data`` in length-sorted batches (little padding), returned in the original order."""
+    lengths = torch.tensor([len(x) for x in data.input_ids])
+    order = torch.argsort(lengths, stable=True)
+    batches = [collate([data[i] for i in chunk.tolist()]) for chunk in order.split(batch_size)]
+    probs, losses = _outputs(model, batches, device)
+    out_probs, out_losses = np.empty_like(probs.numpy()), np.empty(len(data), dtype=np.float64)
+    out_probs[order.numpy()] = probs.numpy()
+    out_losses[order.numpy()] = losses.numpy()
+    return out_probs, out_losses
 
 
 def predict_reports(
     model: nn.Module, data: EncodedReports, collate: Any, device: torch.device, batch_size: int = 128
 ) -> tuple[np.ndarray, float]:
-    """``predict`` over ``data`` in length-sorted batches (little padding), in the original order."""
+    """Probabilities of every report of ``data`` (in its order) and their mean loss."""
     if len(data) == 0:
         return np.zeros((0, 0)), math.nan
-    lengths = torch.tensor([len(x) for x in data.input_ids])
-    order = torch.argsort(lengths, stable=True)
-    batches = [collate([data[i] for i in chunk.tolist()]) for chunk in order.split(batch_size)]
-    probs, loss = predict(model, batches, device)
-    out = np.empty_like(probs)
-    out[order.numpy()] = probs
-    return out, loss
+    probs, losses = _sorted_outputs(model, data, collate, device, batch_size)
+    return probs, float(losses.mean())
+
+
+def example_losses(
+    model: nn.Module, data: EncodedReports, collate: Any, device: torch.device, batch_size: int = 128
+) -> np.ndarray:
+    """The per-example loss of every report of ``data`` (in its order): what a membership attack reads."""
+    if len(data) == 0:
+        return np.zeros(0)
+    return _sorted_outputs(model, data, collate, device, batch_size)[1]
 
 
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:

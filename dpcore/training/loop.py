@@ -14,11 +14,12 @@ from tqdm import tqdm
 from dpcore.config import RunConfig
 from dpcore.privacy import epsilons
 from dpcore.training.checkpoints import Progress
-from dpcore.training.data import EncodedReports, length_sorted_chunks, poisson_indices
+from dpcore.training.data import EncodedReports, poisson_indices
 from dpcore.training.engine import Engine
 from dpcore.training.evaluation import predict_reports
 from dpcore.training.private import train_step
 from dpcore.training.result import EpochRecord
+from dpcore.training.units import PrivacyUnits
 
 
 class TrainingInterrupted(RuntimeError):
@@ -36,7 +37,8 @@ class Loop:
     collate: Any
     device: torch.device
     sampler: torch.Generator
-    shard: torch.Tensor
+    units: PrivacyUnits
+    shard: torch.Tensor  # this process's units
     steps_per_epoch: int
     epochs: int
     sample_rate: float
@@ -49,7 +51,7 @@ class Loop:
         return self.engine.private is not None and self.cfg.privacy.poisson_sampling
 
     def batches(self, prog: Progress):
-        """The epoch's logical batches from ``prog.step_in_epoch`` on, as index tensors into the train set."""
+        """The epoch's logical batches from ``prog.step_in_epoch`` on, as tensors of unit indices."""
         for k in range(prog.step_in_epoch, self.steps_per_epoch):
             if self.poisson:
                 yield self.shard[poisson_indices(len(self.shard), self.sample_rate, self.sampler)]
@@ -94,10 +96,8 @@ class Loop:
                     stop_reason = f"privacy budget spent: epsilon {privacy.max_epsilon:g} reached after {prog.step} steps"
                     break
                 chunks = [
-                    tuple(
-                        t.to(self.device) for t in self.collate([self.train_set[i] for i in chunk.tolist()])
-                    )
-                    for chunk in length_sorted_chunks(indices, lengths, physical)
+                    self._chunk(reports, group)
+                    for reports, group in self.units.chunks(indices, lengths, physical)
                 ]
                 if engine.private is not None and not self.poisson:
                     engine.optimizer.expected_batch_size = max(1, len(indices))
@@ -105,11 +105,12 @@ class Loop:
                     engine.model,
                     engine.optimizer,
                     chunks,
-                    logical_size=len(indices),
+                    logical_size=sum(len(c[0]) for c in chunks),
                     private=engine.private,
                     distributed=self.world > 1,
                 )
-                prog.epoch_losses.extend(losses)
+                prog.loss_sum += float(sum(float(x.sum()) for x in losses))
+                prog.loss_count += sum(len(x) for x in losses)
                 engine.scheduler.step()
                 prog.step += 1
                 prog.step_in_epoch += 1
@@ -125,17 +126,22 @@ class Loop:
                         f"stopped after step {prog.step} as asked; resume from {folder}"
                     )
             prog.records.append(self._record(prog, epoch, time.perf_counter() - t_epoch))
-            prog.epoch_losses, prog.permutation, prog.step_in_epoch = [], None, 0
+            prog.loss_sum, prog.loss_count, prog.permutation, prog.step_in_epoch = 0.0, 0, None, 0
             if stop_reason != "completed":
                 break
             prog.epoch = epoch + 1
             self.save(prog, seconds())
         return stop_reason, seconds()
 
+    def _chunk(self, reports: torch.Tensor, group: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+        """One physical chunk on the device: ids, mask, targets, and the unit of each report (patients)."""
+        batch = self.collate([self.train_set[i] for i in reports.tolist()])
+        return tuple(t.to(self.device) for t in (*batch, *([group] if group is not None else [])))
+
     def _record(self, prog: Progress, epoch: int, loop_seconds: float) -> EpochRecord:
         """The epoch's losses, time and epsilon spent so far (both accountants)."""
         t0 = time.perf_counter()
-        train_loss = float(torch.cat(prog.epoch_losses).mean()) if prog.epoch_losses else math.nan
+        train_loss = prog.loss_sum / prog.loss_count if prog.loss_count else math.nan
         _, val_loss = predict_reports(self.engine.inner, self.validation, self.collate, self.device)
         record = EpochRecord(epoch, train_loss, val_loss, prog.step, loop_seconds + time.perf_counter() - t0)
         record.train_seconds = loop_seconds

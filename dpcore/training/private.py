@@ -41,10 +41,45 @@ class PrivateParts:
     criterion: Any = None
 
 
-def is_albert(model: nn.Module) -> bool:
-    inner = model
-    config = getattr(getattr(inner, "backbone", None), "config", None)
-    return getattr(config, "model_type", None) == "albert"
+def reused_parameters(
+    model: nn.Module, example_inputs: tuple[torch.Tensor, torch.Tensor] | None
+) -> list[str]:
+    """Trainable parameters used more than once in one forward pass: tied (one tensor under several names)
+    or owned by a module that ``example_inputs`` runs more than once (ALBERT's one layer at every depth).
+
+    Per-sample gradients by hooks add up such uses correctly; ghost clipping's per-layer norms do not.
+    """
+    seen: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if param.requires_grad:
+            seen.setdefault(id(param), []).append(name)
+    reused = [names[0] for names in seen.values() if len(names) > 1]
+    if example_inputs is None:
+        return reused
+    calls: dict[str, int] = {}
+    owners = {
+        name: module
+        for name, module in model.named_modules()
+        if any(p.requires_grad for p in module.parameters(recurse=False))
+    }
+    hooks = [
+        module.register_forward_hook(lambda *_, name=name: calls.__setitem__(name, calls.get(name, 0) + 1))
+        for name, module in owners.items()
+    ]
+    try:
+        with torch.no_grad():
+            model(*example_inputs)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    reused += [
+        f"{name}.{pname}" if name else pname
+        for name, n in calls.items()
+        if n > 1
+        for pname, p in owners[name].named_parameters(recurse=False)
+        if p.requires_grad
+    ]
+    return reused
 
 
 def make_private(
@@ -56,12 +91,18 @@ def make_private(
     expected_batch_size: float,
     grad_sample_mode: str,
     distributed: bool = False,
+    example_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    noise_generator: torch.Generator | None = None,
+    secure_mode: bool = False,
 ) -> PrivateParts:
     """Wrap ``model`` and ``optimizer`` for DP-SGD with Opacus (flat clipping, ``mean`` reduction).
 
     Sampling stays with the caller (Poisson, see :func:`poisson_indices`); ``expected_batch_size`` is the
-    expected logical batch per process. ALBERT shares one layer across depth: per-sample gradients by hooks
-    add up its uses correctly, but ghost clipping's per-layer norms would not, so that pair is refused.
+    expected logical batch per process. Ghost clipping needs ``example_inputs`` (a small batch of model
+    inputs): with them it checks that no trainable parameter is used twice in one forward pass (tied weights,
+    ALBERT's shared layer), for which its per-layer norms would be wrong; hooks handle such reuse exactly.
+    The noise is drawn from ``noise_generator`` (None: torch's global generator); ``secure_mode`` is Opacus's
+    noise robust to floating-point attacks (Mironov's).
     """
     from opacus.grad_sample.utils import prepare_module
     from opacus.optimizers import get_optimizer_class
@@ -70,11 +111,16 @@ def make_private(
 
     if grad_sample_mode not in ("hooks", "ghost"):
         raise ValueError(f"grad_sample_mode must be 'hooks' or 'ghost', got {grad_sample_mode!r}")
-    if grad_sample_mode == "ghost" and is_albert(model):
-        raise ValueError(
-            "ALBERT shares its layer weights across depth; ghost clipping computes per-layer norms that are "
-            "wrong for shared layers. Use grad_sample_mode='hooks' for ALBERT."
-        )
+    if grad_sample_mode == "ghost":
+        if example_inputs is None:
+            raise ValueError("ghost clipping needs example_inputs to check that no parameter is used twice")
+        reused = reused_parameters(model, example_inputs)
+        if reused:
+            raise ValueError(
+                f"parameters used more than once in one forward pass ({', '.join(reused[:3])}"
+                f"{', ...' if len(reused) > 3 else ''}): ghost clipping's per-layer norms are wrong for them; "
+                "use grad_sample_mode='hooks'"
+            )
     model.train()  # Opacus must see the training graph (from_pretrained returns eval mode)
     with quiet_checkpointing_deprecation():
         errors = ModuleValidator.validate(model, strict=False)
@@ -97,6 +143,8 @@ def make_private(
         max_grad_norm=max_grad_norm,
         expected_batch_size=expected_batch_size,
         loss_reduction="mean",
+        generator=noise_generator,
+        secure_mode=secure_mode,
     )
     criterion = None
     if grad_sample_mode == "ghost":
@@ -107,22 +155,26 @@ def make_private(
 def train_step(
     model: nn.Module,
     optimizer: Any,
-    chunks: Sequence[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    chunks: Sequence[tuple[torch.Tensor, ...]],
     *,
     logical_size: int,
     private: PrivateParts | None = None,
     distributed: bool = False,
 ) -> list[torch.Tensor]:
-    """One optimisation step over a logical batch given as physical ``chunks`` (ids, mask, targets).
+    """One optimisation step over a logical batch given as physical ``chunks`` (ids, mask, targets[, group]).
 
     Non-private: gradients of the batch mean accumulate over the chunks, then one step. Private: every chunk
     is clipped per example and summed (Opacus's skip-step accumulation, as in its BatchMemoryManager), and
     the last one adds noise once and steps, so a logical batch is one clipped, noised step whatever its
     chunking. An empty (Poisson) batch is still a noised step. Returns the per-example losses.
+
+    A chunk's optional fourth tensor ``group`` numbers the privacy unit of each report within the chunk (the
+    patient unit): the per-sample gradients of a unit's reports are averaged into one before clipping, so a
+    unit, however many reports it has, contributes at most C (hooks only).
     """
     losses: list[torch.Tensor] = []
     if private is None:
-        for ids, mask, targets in chunks:
+        for ids, mask, targets, *_ in chunks:
             loss_vec = per_example_loss(model(ids, mask), targets)
             (loss_vec.sum() / max(1, logical_size)).backward()
             losses.append(loss_vec.detach())
@@ -146,7 +198,9 @@ def train_step(
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         return losses
-    for k, (ids, mask, targets) in enumerate(chunks):
+    for k, (ids, mask, targets, *group) in enumerate(chunks):
+        if group and private.criterion is not None:
+            raise ValueError("privacy units of several reports need grad_sample_mode='hooks'")
         logits = model(ids, mask)
         if private.criterion is not None:
             loss = private.criterion(logits, targets)
@@ -156,8 +210,20 @@ def train_step(
             loss_vec = per_example_loss(logits, targets)
             loss_vec.mean().backward()
             losses.append(loss_vec.detach())
+            if group:
+                _merge_units(optimizer.params, group[0])
         if k < len(chunks) - 1:
             optimizer.signal_skip_step(do_skip=True)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     return losses
+
+
+def _merge_units(params: Sequence[torch.Tensor], group: torch.Tensor) -> None:
+    """Replace each parameter's per-report gradients ``[rows, ...]`` by per-unit means ``[units, ...]``."""
+    units = int(group.max()) + 1
+    counts = torch.bincount(group, minlength=units).clamp(min=1)
+    for p in params:
+        rows = torch.cat(p.grad_sample) if isinstance(p.grad_sample, list) else p.grad_sample
+        merged = rows.new_zeros((units, *rows.shape[1:])).index_add_(0, group.to(rows.device), rows)
+        p.grad_sample = merged / counts.to(rows.device).view(-1, *([1] * (rows.dim() - 1)))

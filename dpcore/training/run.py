@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 import torch
 
 from dpcore.config import MODE_DEFAULTS, RunConfig
@@ -19,13 +21,22 @@ from dpcore.models import (
     parameter_counts,
     resolve_model_path,
 )
+from dpcore.privacy import group_privacy
 from dpcore.training.checkpoints import restore_progress, save_progress
-from dpcore.training.data import encode_splits, pad_collate
-from dpcore.training.engine import build_engine, distributed_context, resolve_device, seed_everything
-from dpcore.training.evaluation import evaluate_test, peak_memory_mb
+from dpcore.training.coverage import covered_by_epsilon, outside_epsilon
+from dpcore.training.data import EncodedReports, encode_splits, pad_collate
+from dpcore.training.engine import (
+    build_engine,
+    distributed_context,
+    random_sources,
+    resolve_device,
+    seed_everything,
+)
+from dpcore.training.evaluation import evaluate_test, example_losses, peak_memory_mb
 from dpcore.training.features import frozen_features
 from dpcore.training.loop import Loop
-from dpcore.training.result import RunResult, library_versions
+from dpcore.training.result import PrivacyReport, RunResult, library_versions
+from dpcore.training.units import PrivacyUnits, max_reports_per_patient
 
 
 def train(
@@ -39,6 +50,7 @@ def train(
     checkpoint_dir: str | Path | None = None,
     checkpoint_every: int | None = None,
     stop_after_steps: int | None = None,
+    release: bool = False,
 ) -> RunResult:
     """Train one configuration on ``splits`` (``train``/``validation``/``test``) and evaluate it.
 
@@ -52,6 +64,10 @@ def train(
     steps), and a run that finds a checkpoint of the same configuration there resumes from it.
     Under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains on its shard with Opacus's DP data
     parallelism: the same sample rate and steps, so the same epsilon as one process.
+
+    Under DP the unit of privacy is ``privacy_unit``: at ``patient`` the sampler draws patients and each
+    patient's reports are one clipped contribution. ``release=True`` (a model saved to leave the machine)
+    draws noise and sampling from the operating system's entropy unless ``privacy.secure`` says otherwise.
     """
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
@@ -62,17 +78,18 @@ def train(
     tokenizer = load_tokenizer(cfg.model.model)
     enc = encode_splits(cfg, splits, tokenizer, label_column)
     collate = pad_collate(tokenizer.pad_token_id or 0)
-    n_train = len(enc["train"])
-    if n_train == 0:
+    units = privacy_units(cfg, splits["train"], len(enc["train"]))
+    n_units = len(units)
+    if n_units == 0:
         raise ValueError("the training split is empty")
-    if cfg.is_private and schedule.batch_size > n_train:
+    if cfg.is_private and schedule.batch_size > n_units:
         raise ValueError(
-            f"batch_size {schedule.batch_size} is larger than the {n_train} training reports: a Poisson "
-            f"sample rate above 1 has no privacy meaning; set batch_size to at most {n_train} "
+            f"batch_size {schedule.batch_size} is larger than the {n_units} training {units.kind}s: a "
+            f"Poisson sample rate above 1 has no privacy meaning; set batch_size to at most {n_units} "
             "(DP needs large batches, so prefer more reports)"
         )
-    steps_per_epoch = math.ceil(n_train / schedule.batch_size)
-    # Opacus's DPDataLoader convention: q = 1 / steps, so an epoch sees N reports in expectation, as a
+    steps_per_epoch = math.ceil(n_units / schedule.batch_size)
+    # Opacus's DPDataLoader convention: q = 1 / steps, so an epoch sees N units in expectation, as a
     # non-private epoch does (q = B / N would see B * ceil(N / B) of them: more, whenever B does not divide N).
     sample_rate = 1 / steps_per_epoch
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
@@ -111,17 +128,24 @@ def train(
             "test_vs_reference": public_metrics["test_vs_reference"],
             "seconds": time.perf_counter() - t_warm,
         }
+    secure = cfg.is_private and (cfg.privacy.secure if cfg.privacy.secure is not None else release)
+    generators = random_sources(seed=cfg.train.seed, rank=rank, secure=secure)
     engine = build_engine(
         cfg,
         model,
-        n_train=n_train,
+        units=n_units,
         sample_rate=sample_rate,
         total_steps=steps_per_epoch * schedule.epochs,
         world=world,
+        noise_generator=generators["noise"],
+        secure=secure,
+        example_inputs=tuple(
+            t.to(device) for t in collate([enc["train"][i] for i in range(min(2, n_units))])[:2]
+        ),
     )
-    sampler = torch.Generator().manual_seed(cfg.train.seed * 1_000_003 + rank)
     folder = Path(checkpoint_dir) if checkpoint_dir is not None else None
-    prog = restore_progress(folder, cfg, engine, sampler, rank=rank)
+    fingerprint = data_fingerprint(enc["train"])
+    prog = restore_progress(folder, cfg, engine, generators, rank=rank, data_fingerprint=fingerprint)
     loop = Loop(
         cfg=cfg,
         engine=engine,
@@ -129,13 +153,16 @@ def train(
         validation=enc["validation"],
         collate=collate,
         device=device,
-        sampler=sampler,
-        shard=torch.arange(rank, n_train, world),  # this process's examples
+        sampler=generators["sampler"],
+        units=units,
+        shard=torch.arange(rank, n_units, world),  # this process's units
         steps_per_epoch=steps_per_epoch,
         epochs=schedule.epochs,
         sample_rate=sample_rate,
         world=world,
-        save=lambda p, seconds: save_progress(folder, cfg, engine, sampler, p, seconds, rank=rank),
+        save=lambda p, seconds: save_progress(
+            folder, cfg, engine, generators, p, seconds, rank=rank, data_fingerprint=fingerprint
+        ),
         progress_bar=progress and rank == 0,
     )
     stop_reason, train_seconds = loop.run(
@@ -144,13 +171,7 @@ def train(
 
     privacy = engine.privacy
     if privacy is not None:
-        privacy.steps = prog.step
-        privacy.stop_reason = stop_reason
-        if privacy.poisson_sampling and prog.records:
-            privacy.epsilon_rdp, privacy.epsilon_prv = (
-                prog.records[-1].epsilon_rdp,
-                prog.records[-1].epsilon_prv,
-            )
+        finish_privacy_report(privacy, prog.step, stop_reason, prog.records, splits["train"], units)
     metrics, thresholds = evaluate_test(
         cfg,
         engine.inner,
@@ -171,6 +192,8 @@ def train(
         **({"warm_start": start} if start else {}),
         **thresholds,
     }
+    if cfg.train.membership_sample:
+        extra["membership"] = membership_losses(cfg, engine.inner, enc, collate, device)
     return RunResult(
         config=cfg.to_dict(),
         config_hash=cfg.config_hash(),
@@ -189,5 +212,69 @@ def train(
         peak_memory_mb=peak_memory_mb(device),
         versions=library_versions(),
         extra=extra,
+        covered_by_epsilon=covered_by_epsilon(private=cfg.is_private),
+        outside_epsilon=outside_epsilon(private=cfg.is_private, extra=extra, privacy=privacy),
         model=engine.inner if keep_model else None,
     )
+
+
+def privacy_units(cfg: RunConfig, train_split: datasets.Dataset, n: int) -> PrivacyUnits:
+    """The training split's units of privacy: its reports, or (``privacy_unit="patient"``) its patients."""
+    if cfg.privacy.privacy_unit == "report":
+        return PrivacyUnits.of_reports(n)
+    if "patient_id" not in train_split.column_names:
+        raise ValueError("privacy_unit 'patient' needs a patient_id column in the training split")
+    return PrivacyUnits.of_patients(train_split["patient_id"], cap=cfg.privacy.max_reports_per_patient)
+
+
+def finish_privacy_report(
+    privacy: PrivacyReport,
+    steps: int,
+    stop_reason: str,
+    records: list[Any],
+    train_split: datasets.Dataset,
+    units: PrivacyUnits,
+) -> None:
+    """Steps, epsilon by both accountants, and what the guarantee means for a patient."""
+    privacy.steps, privacy.stop_reason = steps, stop_reason
+    if records:
+        privacy.epsilon_rdp, privacy.epsilon_prv = records[-1].epsilon_rdp, records[-1].epsilon_prv
+    if "patient_id" in train_split.column_names:
+        privacy.max_reports_per_patient = max_reports_per_patient(train_split["patient_id"])
+    epsilon = privacy.epsilon_rdp if privacy.accountant == "rdp" else privacy.epsilon_prv
+    if epsilon is None:
+        return
+    # At the patient unit a patient is one unit; at the report unit a patient with k reports is a group of k.
+    k = 1 if units.kind == "patient" else privacy.max_reports_per_patient
+    privacy.group_epsilon, privacy.group_delta = group_privacy(epsilon=epsilon, delta=privacy.delta, k=k)
+
+
+def data_fingerprint(data: EncodedReports) -> str:
+    """A hash of the training inputs and targets: a checkpoint resumes only on the same data."""
+    h = hashlib.sha256()
+    for ids in data.input_ids:
+        h.update(ids.numpy().tobytes() + b"|")
+    h.update(data.targets.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def membership_losses(
+    cfg: RunConfig, model: torch.nn.Module, enc: dict[str, EncodedReports], collate: Any, device: torch.device
+) -> dict[str, Any]:
+    """Per-example losses of ``membership_sample`` random training reports (members) and as many test
+    reports (non-members), against the teacher's labels: the input of a membership attack, outside epsilon."""
+    k = cfg.train.membership_sample
+    rng = np.random.default_rng(cfg.train.seed)
+    members = np.sort(rng.choice(len(enc["train"]), size=min(k, len(enc["train"])), replace=False))
+    nonmembers = np.sort(rng.choice(len(enc["test"]), size=min(k, len(enc["test"])), replace=False))
+
+    def losses(data: EncodedReports, rows: np.ndarray) -> list[float]:
+        subset = EncodedReports([data.input_ids[i] for i in rows], data.targets[rows].numpy())
+        return [float(x) for x in example_losses(model, subset, collate, device)]
+
+    return {
+        "outside_epsilon": True,
+        "labels": "teacher",
+        "member_loss": losses(enc["train"], members),
+        "nonmember_loss": losses(enc["test"], nonmembers),
+    }

@@ -1,0 +1,70 @@
+"""What epsilon covers, and what a run releases outside it.
+
+DP-SGD's guarantee covers the trained weights (and whatever is computed from them alone on public data).
+Everything else a run reports that was computed from private reports without noise (losses, exact counts,
+tuned thresholds, the per-example losses of a membership attack) is outside epsilon: useful to the person
+who trains, but a release the accountant never saw. Results, summaries and chapters say so by name.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dpcore.training.result import PrivacyReport
+
+# The mark every displayed private diagnostic carries.
+OUTSIDE = "outside ε"
+COVERED_PRIVATE = (
+    "the trained weights (what training updated, under DP-SGD) and predictions made with them on new reports"
+)
+COVERED_NONE = "nothing: a non-private run has no privacy guarantee"
+
+# Always computed from private reports without noise.
+DIAGNOSTICS: dict[str, str] = {
+    "epochs.train_loss": "mean training loss per epoch, on private training reports without noise",
+    "epochs.val_loss": "validation loss per epoch, on private validation reports without noise",
+    "metrics": "test metrics and their counts (support, F1, intervals), on private test reports without noise",
+    "data": "the exact number of reports in each split",
+}
+# Computed when the run does what the key names.
+OPTIONAL: dict[str, str] = {
+    "extra.thresholds": "per-label thresholds tuned on the private validation split without noise",
+    "extra.membership": "per-example losses of training and test reports (a membership attack's input)",
+    "extra.warm_start": "the public model's scores on the private test split, without noise",
+}
+PRIVACY_FIELDS: dict[str, str] = {
+    "privacy.units": "the exact number of units (reports or patients) in the training split",
+    "privacy.max_reports_per_patient": "the largest number of reports one patient has in the training split",
+    "privacy.group_epsilon": "derived from the largest number of reports per patient (a private count)",
+    "privacy.group_delta": "derived from the largest number of reports per patient (a private count)",
+}
+
+
+def outside_epsilon(*, private: bool, extra: dict[str, Any], privacy: PrivacyReport | None) -> dict[str, str]:
+    """The fields of a result computed from private data without noise, each with what it is.
+
+    >>> sorted(outside_epsilon(private=True, extra={"thresholds": [0.5]}, privacy=None))[:3]
+    ['data', 'epochs.train_loss', 'epochs.val_loss']
+    >>> "model" in outside_epsilon(private=False, extra={}, privacy=None)
+    True
+    """
+    out = dict(DIAGNOSTICS)
+    out.update({key: why for key, why in OPTIONAL.items() if key.split(".", 1)[1] in extra})
+    if privacy is not None:
+        out.update(PRIVACY_FIELDS)
+    if not private:
+        out["model"] = "the trained weights themselves: a non-private run protects nothing"
+    return out
+
+
+def covered_by_epsilon(*, private: bool) -> str:
+    return COVERED_PRIVATE if private else COVERED_NONE
+
+
+def mark(text: str) -> str:
+    """``text`` with the outside-epsilon mark, for tables, legends and summaries.
+
+    >>> mark("validation loss")
+    'validation loss (outside ε)'
+    """
+    return f"{text} ({OUTSIDE})"
