@@ -68,17 +68,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         dist.destroy_process_group()
     if rank != 0:
         return 0
-    summary = {
-        "config_hash": result.config_hash,
-        "mode": result.mode,
-        "weighted_f1": result.weighted_f1,
-        "epsilon_rdp": result.privacy.epsilon_rdp if result.privacy else None,
-        "epsilon_prv": result.privacy.epsilon_prv if result.privacy else None,
-        "delta": result.privacy.delta if result.privacy else None,
-        "train_seconds": result.timings["train_seconds"],
-        "stop_reason": result.extra.get("stop_reason", "completed"),
-        "world_size": result.extra.get("world_size", 1),
-    }
+    from dpcore.training.coverage import run_summary
+
+    summary = run_summary(result)
     if args.output:
         result.save(args.output)
         summary["output"] = str(args.output)

@@ -68,3 +68,47 @@ def mark(text: str) -> str:
     'validation loss (outside ε)'
     """
     return f"{text} ({OUTSIDE})"
+
+
+def run_summary(result: Any) -> dict[str, Any]:
+    """What ``dpcore train`` prints: the guarantee first, then the diagnostics under ``outside_epsilon``.
+
+    Every number computed from private data without noise sits in the ``outside_epsilon`` block, so that
+    nobody reads a test F1 or a patient count as covered by the epsilon printed above it.
+    """
+    p = result.privacy
+    summary: dict[str, Any] = {
+        "config_hash": result.config_hash,
+        "mode": result.mode,
+        "covered_by_epsilon": result.covered_by_epsilon,
+    }
+    if p is not None:
+        summary.update(
+            privacy_unit=p.unit,
+            epsilon_rdp=p.epsilon_rdp,
+            epsilon_prv=p.epsilon_prv,
+            delta=p.delta,
+            secure_rng=p.secure_rng,
+        )
+    diagnostics: dict[str, Any] = {
+        "note": "computed from private data without noise; the epsilon above does not cover these",
+        "test_weighted_f1": result.weighted_f1,
+        "train_loss_last_epoch": result.epochs[-1].train_loss if result.epochs else None,
+        "val_loss_last_epoch": result.epochs[-1].val_loss if result.epochs else None,
+    }
+    if p is not None:
+        diagnostics.update(
+            training_units=p.units,
+            max_reports_per_patient=p.max_reports_per_patient,
+            group_epsilon=p.group_epsilon,
+            group_delta=p.group_delta,
+        )
+    if "thresholds" in result.extra:
+        diagnostics["thresholds"] = "tuned on the validation split"
+    summary["outside_epsilon"] = diagnostics
+    summary.update(
+        train_seconds=result.timings["train_seconds"],
+        stop_reason=result.extra.get("stop_reason", "completed"),
+        world_size=result.extra.get("world_size", 1),
+    )
+    return summary
