@@ -21,8 +21,10 @@ import pandas as pd
 # Series names, in the order legends list them.
 LORA, FULL, DP_LORA, DP_WARM = "LoRA", "full fine-tuning", "DP-LoRA", "DP-LoRA, public warm start"
 HEAD, DP_HEAD, DP_FULL = "head alone", "DP, head alone", "DP full fine-tuning"
-SERIES_ORDER = [FULL, LORA, HEAD, DP_LORA, DP_WARM, DP_HEAD, DP_FULL]
-PRIVATE_SERIES = [DP_LORA, DP_WARM, DP_HEAD, DP_FULL]
+# DP-LoRA whose unit of privacy is the patient (every other series protects one report).
+DP_PATIENT = "DP-LoRA, patient unit"
+SERIES_ORDER = [FULL, LORA, HEAD, DP_LORA, DP_WARM, DP_PATIENT, DP_HEAD, DP_FULL]
+PRIVATE_SERIES = [DP_LORA, DP_WARM, DP_PATIENT, DP_HEAD, DP_FULL]
 CORPUS_NAMES = {
     "synthetic-cxr": "chest X-ray (synthetic)",
     "synthetic-ct": "chest CT (synthetic)",
@@ -30,7 +32,9 @@ CORPUS_NAMES = {
 }
 
 
-def _series(mode: str, warm_start: Any, trainable_layers: Any) -> str:
+def _series(mode: str, warm_start: Any, trainable_layers: Any, unit: Any = "report") -> str:
+    if unit == "patient":
+        return DP_PATIENT
     head_only = trainable_layers is not None and not _missing(trainable_layers) and int(trainable_layers) == 0
     if mode in ("lora", "full"):
         return HEAD if head_only else (LORA if mode == "lora" else FULL)
@@ -46,16 +50,21 @@ def _missing(value: Any) -> bool:
 
 
 def series(table: pd.DataFrame) -> pd.Series:
-    """The series of each run: LoRA, full fine-tuning, DP-LoRA, DP-LoRA after a public warm start, and the
-    head-alone references."""
+    """The series of each run: LoRA, full fine-tuning, DP-LoRA, DP-LoRA after a public warm start, DP-LoRA
+    at the patient unit, and the head-alone references."""
     warm = table["warm_start"] if "warm_start" in table else pd.Series([None] * len(table), index=table.index)
     layers = (
         table["trainable_layers"]
         if "trainable_layers" in table
         else pd.Series([None] * len(table), index=table.index)
     )
+    units = (
+        table["privacy_unit"]
+        if "privacy_unit" in table
+        else pd.Series(["report"] * len(table), index=table.index)
+    )
     return pd.Series(
-        [_series(m, w, t) for m, w, t in zip(table["mode"], warm, layers, strict=True)],
+        [_series(m, w, t, u) for m, w, t, u in zip(table["mode"], warm, layers, units, strict=True)],
         index=table.index,
         name="series",
     )

@@ -31,6 +31,7 @@ COLUMNS = [
     "trainable_layers",
     "mode",
     "warm_start",
+    "privacy_unit",
     "target_epsilon",
     "epsilon_rdp",
     "epsilon_prv",
@@ -52,7 +53,7 @@ ID_COLUMNS = ["config_hash", "run", "corpus", "label_set", "model", "num_layers"
 ID_COLUMNS += ["target_epsilon", "seed"]
 # Config fields the columns above already show (under these names or as what the run measured).
 _SHOWN = {"corpus", "label_set", "model", "num_layers", "max_length", "mode", "epsilon", "delta"}
-_SHOWN |= {"trainable_layers", "warm_start"}
+_SHOWN |= {"trainable_layers", "warm_start", "privacy_unit"}
 _SHOWN |= {"noise_multiplier", "seed", "epochs", "batch_size"}
 LABEL_PREFIX = "f1:"
 
@@ -96,6 +97,7 @@ def _row(result: RunResult) -> dict[str, Any]:
         "trainable_layers": flat.get("trainable_layers"),
         "mode": flat.get("mode"),
         "warm_start": flat.get("warm_start"),
+        "privacy_unit": flat.get("privacy_unit", "report"),
         "target_epsilon": _num(privacy.target_epsilon if privacy else None),
         "epsilon_rdp": _num(privacy.epsilon_rdp if privacy else None),
         "epsilon_prv": _num(privacy.epsilon_prv if privacy else None),

@@ -52,8 +52,10 @@ def public_config(cfg: RunConfig) -> RunConfig:
     flat: dict[str, Any] = cfg.to_flat()
     for name in ("epochs", "batch_size", "learning_rate", "head_learning_rate", "physical_batch_size"):
         flat[name] = None  # the public run takes its own mode's tuned schedule
-    for name in ("epsilon", "noise_multiplier", "max_epsilon", "delta"):
+    for name in ("epsilon", "noise_multiplier", "max_epsilon", "delta", "max_reports_per_patient", "secure"):
         flat[name] = None
+    # Public data need no unit of privacy, and no membership losses: a public run is the same for both units.
+    flat.update(privacy_unit="report", membership_sample=0)
     flat.update(
         corpus=corpus,
         data_path=None,
