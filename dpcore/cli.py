@@ -45,6 +45,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     store = ResultStore(args.results) if args.results else None
 
+    save = args.save_model is not None
+    if save:
+        _check_model_folder(args.save_model)
+
     def fresh(c: RunConfig):
         return train(
             c,
@@ -52,12 +56,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             checkpoint_dir=args.checkpoint_dir,
             checkpoint_every=args.checkpoint_every,
+            # A stored result has no weights: a model to save is trained here, for release (secure RNG
+            # unless privacy.secure says otherwise).
+            keep_model=save,
+            release=save,
         )
 
-    if world > 1:
-        # Every process must train (they meet in collective operations): no store look-up, rank 0 stores.
+    if world > 1 or save:
+        # Under torchrun every process must train (they meet in collective operations); a model to save
+        # must be trained now, and its result does not replace one already stored. Rank 0 stores.
         result = fresh(cfg)
-        if store is not None and rank == 0:
+        kept = save and store is not None and store.get(cfg) is not None
+        if store is not None and rank == 0 and not kept:
             result.code_fingerprint = code_fingerprint()
             store.put(result)
     else:
@@ -74,8 +84,23 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output:
         result.save(args.output)
         summary["output"] = str(args.output)
+    if save:
+        from dpcore.saved_model import save_classifier
+
+        summary["saved_model"] = str(save_classifier(result, args.save_model, merge=args.merge_adapters))
     print(json.dumps(summary, indent=1))
     return 0
+
+
+def _check_model_folder(folder: str) -> None:
+    """Refuse a --save-model folder that would be overwritten or cannot be written, before training."""
+    from dpcore.saved_model import MANIFEST
+
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--save-model {folder}: is a file, not a folder")
+    if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
+        raise ValueError(f"--save-model {folder}: folder is not empty and holds no saved classifier")
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -154,6 +179,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint-dir", help="save checkpoints here every epoch; a killed run resumes from them"
     )
     train.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
+    train.add_argument(
+        "--save-model",
+        metavar="DIR",
+        help="save the trained classifier (weights, tokenizer, thresholds, privacy report, model card) to "
+        "DIR for `dpcore predict`. The run is then always trained, even when the results store holds it (a "
+        "stored result has no weights), with a secure RNG unless privacy.secure is set; its result is "
+        "stored only if the store has none for this configuration",
+    )
+    train.add_argument(
+        "--merge-adapters",
+        action="store_true",
+        help="with --save-model: merge LoRA adapters into the encoder and save it whole (no base needed)",
+    )
     train.set_defaults(func=_cmd_train)
 
     show = sub.add_parser("config", help="print the full configuration that parameters resolve to")
@@ -177,12 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     from dpcore.attacks.cli import register as add_audit_commands
     from dpcore.data.cli import add_corpus_commands
     from dpcore.labeling.cli import add_label_command
+    from dpcore.predict_cli import register as add_predict_command
     from dpcore.study_cli import add_study_command
 
     add_corpus_commands(sub)
     add_label_command(sub)
     add_study_command(sub)
     add_audit_commands(sub)
+    add_predict_command(sub)
     return parser
 
 

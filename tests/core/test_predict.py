@@ -1,0 +1,120 @@
+"""``dpcore predict``: CSV / JSONL / Parquet / corpus-folder inputs, the CheXpert convention of the output, ids
+carried through in input order, and bad input as one line on stderr with exit status 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dpcore.cli import main
+from dpcore.data import generate_reports
+from dpcore.data.cli import write_dataset
+from dpcore.saved_model import load_classifier, save_classifier
+from dpcore.training import train
+
+
+@pytest.fixture(scope="module")
+def model(tiny_config, tiny_splits, tmp_path_factory) -> Path:
+    result = train(tiny_config, tiny_splits, keep_model=True, progress=False)
+    return save_classifier(result, tmp_path_factory.mktemp("model") / "clf")
+
+
+@pytest.fixture(scope="module")
+def reports():
+    return generate_reports(kind="cxr", n=40, seed=3)
+
+
+@pytest.fixture
+def csv(reports, tmp_path) -> Path:
+    return write_dataset(reports, tmp_path / "reports.csv")[0]
+
+
+def _predict(model: Path, source: Path, out: Path, *extra: str) -> pd.DataFrame:
+    assert main(["predict", "--model", str(model), str(source), "-o", str(out), "--no-progress", *extra]) == 0
+    return {
+        ".csv": pd.read_csv,
+        ".jsonl": lambda p: pd.read_json(p, lines=True),
+        ".parquet": pd.read_parquet,
+    }[out.suffix](out)
+
+
+def test_csv_in_chexpert_convention_in_input_order(model, reports, csv, tmp_path):
+    frame = _predict(model, csv, tmp_path / "pred.csv", "--probabilities", "--batch-size", "7")
+    clf = load_classifier(model)
+    names = clf.label_names
+    assert list(frame.columns) == ["id", *names, *(f"P({n})" for n in names)]
+    assert frame["id"].tolist() == list(reports["id"])  # length-sorted batches, written in input order
+    labels = frame[names].to_numpy()
+    assert set(np.unique(labels)) <= {0, 1}  # 1 positive, 0 negative; never -1 or blank
+    probs = clf.predict_proba(list(reports["findings"]), batch_size=7)
+    np.testing.assert_allclose(frame[[f"P({n})" for n in names]].to_numpy(), probs, atol=1e-6)
+    assert (labels == (frame[[f"P({n})" for n in names]].to_numpy() >= np.array(clf.thresholds))).all()
+    assert "findings" not in frame.columns and "text" not in frame.columns  # no report text copied
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "parquet", "folder"])
+def test_other_inputs_and_outputs_agree(model, reports, csv, tmp_path, kind):
+    source = write_dataset(reports, tmp_path / ("corpus" if kind == "folder" else f"reports.{kind}"))[0]
+    suffix = ".csv" if kind == "folder" else f".{kind}"
+    reference = _predict(model, csv, tmp_path / "ref.csv")
+    frame = _predict(model, source, tmp_path / f"pred{suffix}")
+    assert frame["id"].astype(str).tolist() == reference["id"].astype(str).tolist()
+    assert np.array_equal(frame.iloc[:, 1:].to_numpy(), reference.iloc[:, 1:].to_numpy())
+
+
+def test_no_id_column_numbers_rows_and_text_column_option(model, tmp_path):
+    source = tmp_path / "mine.csv"
+    pd.DataFrame({"report": ["No effusion.", "Mild pulmonary edema.", "Heart size normal."]}).to_csv(
+        source, index=False
+    )
+    frame = _predict(model, source, tmp_path / "out.jsonl", "--text-column", "report", "--no-merge")
+    assert frame.columns[0] == "row" and frame["row"].tolist() == [1, 2, 3]
+
+
+def test_merged_prediction_agrees_with_the_adapters(model, csv, tmp_path):
+    merged = _predict(model, csv, tmp_path / "m.parquet", "--probabilities")
+    unmerged = _predict(model, csv, tmp_path / "u.parquet", "--probabilities", "--no-merge")
+    p = [c for c in merged.columns if c.startswith("P(")]
+    np.testing.assert_allclose(merged[p].to_numpy(), unmerged[p].to_numpy(), atol=1e-6, rtol=0)
+
+
+def _bad_inputs(model: Path, csv: Path, tmp: Path) -> list[tuple[list[str], str]]:
+    (tmp / "header.csv").write_text("id,findings\n")
+    (tmp / "blank.csv").write_text("id,findings\na,No effusion.\nb, \n")
+    (tmp / "reports.txt").write_text("No effusion.\n")
+    (tmp / "notmodel").mkdir()
+    out = str(tmp / "out.csv")
+    m = ["--model", str(model)]
+    return [
+        (
+            ["--model", str(tmp / "missing"), str(csv), "-o", out],
+            f"model folder {tmp / 'missing'}: does not exist",
+        ),
+        (["--model", str(tmp / "notmodel"), str(csv), "-o", out], "not a saved dpcore classifier"),
+        ([*m, str(csv), "-o", out, "--text-column", "report"], "field report: no such column"),
+        ([*m, str(tmp / "header.csv"), "-o", out], "no reports to predict"),
+        ([*m, str(tmp / "blank.csv"), "-o", out], "row 2, field findings: empty text"),
+        ([*m, str(tmp / "reports.txt"), "-o", out], "unknown input format"),
+        ([*m, str(csv), "-o", str(tmp / "out.xlsx")], "unknown output format '.xlsx'"),
+        ([*m, str(tmp / "nothing.csv"), "-o", out], "file not found"),
+        ([*m, str(tmp / "notmodel"), "-o", out], "not a corpus folder"),
+        ([*m, str(csv), "-o", out, "--batch-size", "0"], "--batch-size must be positive"),
+    ]
+
+
+def test_bad_input_is_one_line_and_exit_2(model, csv, tmp_path, capsys):
+    for argv, message in _bad_inputs(model, csv, tmp_path):
+        assert main(["predict", *argv, "--no-progress"]) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and message in err, (argv, err)
+        assert not (tmp_path / "out.csv").exists()
+
+
+def test_help_explains_the_convention(capsys):
+    with pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no -1 (uncertain) or blank" in text and "1 positive, 0 negative" in text
