@@ -77,9 +77,15 @@ def p_value(*, m: int, guesses: int, correct: int, epsilon: float, delta: float)
     tail = float(stats.binom.sf(correct - 1, guesses, q))  # P[B >= v]
     if delta == 0:
         return min(tail, 1.0)
-    i = np.arange(1, correct + 1)
-    window = stats.binom.sf(correct - i - 1, guesses, q) - tail  # P[v - i <= B < v]
-    return float(min(tail + 2 * m * delta * np.max(window / i), 1.0))
+    # max over i of P[v - i <= B < v] / i. The window is at most P[B < v] = 1 - tail, so blocks of i stop as
+    # soon as (1 - tail) / i cannot beat the best so far (millions of canaries stay cheap).
+    best, start, size = 0.0, 1, 256
+    while start <= correct and (1 - tail) / start > best:
+        i = np.arange(start, min(correct, start + size - 1) + 1)
+        window = stats.binom.sf(correct - i - 1, guesses, q) - tail  # P[v - i <= B < v]
+        best = max(best, float(np.max(window / i)))
+        start, size = int(i[-1]) + 1, 2 * size
+    return float(min(tail + 2 * m * delta * best, 1.0))
 
 
 def epsilon_lower_bound(
@@ -206,6 +212,8 @@ class AuditResult:
     inclusion: list[bool] = field(repr=False)
     weighted_f1: float = math.nan
     seconds: float = math.nan
+    # The trained model, when asked for (``one_run_audit(..., keep_model=True)``); never serialised.
+    model: Any = field(default=None, repr=False, compare=False)
 
     @property
     def epsilon_lower(self) -> float:
@@ -222,7 +230,8 @@ class AuditResult:
         return self.epsilon_lower <= self.reported_epsilon + tolerance
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
+        out = dataclasses.asdict(dataclasses.replace(self, model=None))
+        out.pop("model")
         out.update(epsilon_lower=self.epsilon_lower, reported_epsilon=self.reported_epsilon)
         return out
 
@@ -248,12 +257,14 @@ def one_run_audit(
     seed: int = 0,
     grid: Sequence[tuple[int, int]] | None = None,
     progress: bool = False,
+    keep_model: bool = False,
 ) -> AuditResult:
     """Train ``cfg`` once with ``canaries`` random-label canaries, each included with probability 1/2, and
     audit it. ``splits`` default to the configuration's own (:func:`dpcore.pipeline.prepare_splits`).
 
     The canaries and their inclusion are drawn from ``seed``; δ is fixed (unless ``cfg`` sets it) from the
-    largest training set the draw could give, so that it does not depend on the draw.
+    largest training set the draw could give, so that it does not depend on the draw. ``keep_model``
+    keeps the trained model in the result (for attacks on the run's other reports).
     """
     from dpcore.pipeline import prepare_splits
     from dpcore.training import train
@@ -291,6 +302,7 @@ def one_run_audit(
         inclusion=inclusion.tolist(),
         weighted_f1=result.weighted_f1,
         seconds=time.perf_counter() - t0,
+        model=result.model if keep_model else None,
     )
 
 

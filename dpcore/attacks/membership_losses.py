@@ -1,9 +1,10 @@
 """Per-example losses of a trained classifier on a split: the input of every membership attack and audit.
 
 The loss is the training loss, :func:`dpcore.training.per_example_loss` (binary cross-entropy averaged over
-the labels that count), against the labels the model learned (the teacher's, by default). A model kept by
-``train(cfg, splits, keep_model=True)`` takes token ids and runs its whole encoder, so these losses do not
-depend on how training cached the frozen layers.
+the labels that count), against the labels the model learned (the teacher's, by default). For a model whose
+lower layers are frozen, their output comes from the same per-process cache training uses
+(:func:`dpcore.training.frozen_features`): several models of one encoder scoring the same reports compute it
+once.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import torch
 from torch import nn
 
 from dpcore.config import RunConfig
-from dpcore.models import load_tokenizer
-from dpcore.training import encode, pad_collate, per_example_loss
+from dpcore.models import load_tokenizer, resolve_model_path
+from dpcore.training import encode, frozen_features, pad_collate, per_example_loss
 
 
 @torch.no_grad()
@@ -46,6 +47,8 @@ def example_losses(
         max_length=cfg.model.max_length,
     )
     device = next(model.parameters()).device
+    if getattr(model, "first_trainable", 0):
+        data = frozen_features(model, data, device=device, key=resolve_model_path(cfg.model.model))
     collate = pad_collate(tokenizer.pad_token_id or 0)
     lengths = torch.tensor([len(x) for x in data.input_ids])
     order = torch.argsort(lengths, stable=True)

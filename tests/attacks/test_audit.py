@@ -37,6 +37,19 @@ def test_p_value_hand_cases():
     assert p_value(m=10, guesses=4, correct=0, epsilon=1.0, delta=0.0) == 1.0
 
 
+@pytest.mark.parametrize(
+    ("m", "r", "v", "eps"), [(1000, 100, 75, 0.6), (5000, 2000, 1990, 4.0), (300, 40, 3, 0.1)]
+)
+def test_p_value_with_delta_matches_the_whole_sum(m: int, r: int, v: int, eps: float):
+    # The library stops the max over i early; the theorem's term over every i = 1..v gives the same value.
+    q = 1 / (1 + math.exp(-eps))
+    tail = stats.binom.sf(v - 1, r, q)
+    i = np.arange(1, v + 1)
+    term = np.max((stats.binom.sf(v - i - 1, r, q) - tail) / i)
+    expected = min(1.0, tail + 2 * m * 1e-5 * term)
+    assert p_value(m=m, guesses=r, correct=v, epsilon=eps, delta=1e-5) == pytest.approx(expected, rel=1e-12)
+
+
 @pytest.mark.parametrize("r", [5, 20, 100])
 def test_all_guesses_right_without_delta_is_the_closed_form(r: int):
     q = 0.05 ** (1 / r)  # q^r = 0.05: the largest accuracy that r right guesses reject at 95%
