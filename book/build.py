@@ -140,7 +140,7 @@ def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = F
     out = root / "book" / "notebooks" / f"{name}.ipynb"
     nb = jupytext.read(src)
     parameters = {k: v for k, v in overrides.items() if k in declared_parameters(nb)}
-    key = build_key(src.read_text(), parameters, code_fingerprint() + archive_fingerprint(root))
+    key = build_key(src.read_text(), parameters, code_fingerprint(scope="all") + archive_fingerprint(root))
     if not force and out.is_file() and nbformat.read(out, as_version=4).metadata.get(KEY) == key:
         print(f"[book] {name}: unchanged, not executed again", flush=True)
         return None

@@ -16,12 +16,26 @@ from dpcore.training import RunResult
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-def code_fingerprint() -> str:
-    """Hash of dpcore's Python sources and data files: results from other code are not reused."""
+# Modules that cannot change what a training run computes: commands, presentation, the attacks (which read
+# runs or train their own, never through the store) and the use of a saved model. Editing them must not
+# retrain every stored run of the book's studies.
+NOT_TRAINING = ("attacks/", "cli.py", "study_cli.py", "study_tables.py", "plots.py", "predict.py")
+NOT_TRAINING += ("predict_cli.py", "saved_model.py", "model_card.py", "inference.py", "__main__.py")
+
+
+def code_fingerprint(*, scope: str = "training") -> str:
+    """Hash of dpcore's Python sources and data files: results from other code are not reused.
+
+    ``scope="training"`` hashes the code a training run depends on (the results store's key);
+    ``scope="all"`` hashes every file of the package (what a chapter's execution may depend on).
+    """
     digest = hashlib.sha256()
     for path in sorted(PACKAGE_DIR.rglob("*")):
+        name = path.relative_to(PACKAGE_DIR).as_posix()
+        if scope == "training" and (name.startswith(NOT_TRAINING[0]) or name in NOT_TRAINING[1:]):
+            continue
         if path.is_file() and path.suffix in {".py", ".yml", ".yaml", ".json", ".txt", ".csv"}:
-            digest.update(str(path.relative_to(PACKAGE_DIR)).encode())
+            digest.update(name.encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
