@@ -180,6 +180,12 @@ def _coverage_section(m: dict[str, Any]) -> list[str]:
         "Outside epsilon (computed from private data without noise; this card shows some of them):",
     ]
     lines += [f"- `{name}`: {why}" for name, why in sorted(outside.items())]
+    if m["threshold_source"] == "validation" and m["privacy"]:
+        lines += [
+            "",
+            "The 1/0 labels this model predicts use those tuned thresholds, so they too depend on private "
+            "data outside epsilon; its probabilities do not.",
+        ]
     return [*lines, ""]
 
 

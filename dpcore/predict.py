@@ -142,14 +142,15 @@ def predict_file(
     id_column: str | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     with_probabilities: bool = False,
-    merge: bool = True,
+    fast: bool = True,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Predict every report of ``input`` with the classifier in folder ``model``; write ``output``.
 
-    ``text_column`` None is the column the model was trained on. ``merge`` merges LoRA adapters into the
-    encoder in memory (faster; probabilities agree with the unmerged model to float rounding). Returns a
-    summary (counts, seconds, reports per second).
+    ``text_column`` None is the column the model was trained on. ``fast`` merges LoRA adapters into the
+    encoder in memory and runs its linear layers through oneDNN on CPU (see :func:`load_classifier`:
+    probabilities agree with the exact model to float rounding). Returns a summary (counts, seconds,
+    reports per second).
     """
     from tqdm.auto import tqdm
 
@@ -157,7 +158,7 @@ def predict_file(
     manifest = read_manifest(model)  # a wrong folder fails before the input is read
     column = text_column or manifest["text_column"]
     reports = read_reports(input, text_column=column, id_column=id_column)
-    classifier = load_classifier(model, merge=merge)
+    classifier = load_classifier(model, fast=fast)
     t0 = time.perf_counter()
     with tqdm(total=len(reports.texts), unit="report", disable=not progress, file=sys.stderr) as bar:
         probs = probabilities(

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
+from dpcore.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
 from dpcore.models import (
     MultiLabelClassifier,
     load_backbone,
@@ -55,7 +55,6 @@ CARD = "README.md"
 # What the trained encoder weights are: LoRA adapters on the base, a whole encoder (trained, or adapters
 # merged into the base), or the base itself (only the head trained: a linear probe).
 WEIGHTS = ("adapters", "encoder", "merged", "base")
-DEFAULT_BATCH_SIZE = 64
 
 
 @contextlib.contextmanager
@@ -225,72 +224,6 @@ class SavedClassifier:
         return (probs >= np.asarray(self.thresholds, dtype=np.float32)).astype(np.int8)
 
 
-def token_batches(
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    batch_size: int,
-    sort_by_length: bool = True,
-) -> tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]]:
-    """Row indices and padded ``(ids, mask)`` per batch: length-sorted, each batch padded to its longest
-    report, so a batch costs about its real tokens.
-
-    >>> tok = load_tokenizer("minilm-l6")
-    >>> rows, batches = token_batches(tok, ["a b c d", "a", "a b"], max_length=16, batch_size=2)
-    >>> [r.tolist() for r in rows], [tuple(b[0].shape) for b in batches]
-    ([[1, 2], [0]], [(2, 4), (1, 6)])
-    """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
-    lengths = torch.tensor([len(x) for x in ids], dtype=torch.long)
-    order = torch.argsort(lengths, stable=True) if sort_by_length else torch.arange(len(ids))
-    pad = tokenizer.pad_token_id or 0
-    rows = list(order.split(batch_size))
-    batches = []
-    for chunk in rows:
-        seqs = [torch.tensor(ids[i], dtype=torch.long) for i in chunk.tolist()]
-        padded = nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=pad)
-        mask = (torch.arange(padded.shape[1]) < lengths[chunk].unsqueeze(1)).long()
-        batches.append((padded, mask))
-    return rows, batches
-
-
-def probabilities(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    texts: Sequence[str],
-    *,
-    max_length: int,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    sort_by_length: bool = True,
-    progress: Any = None,
-) -> np.ndarray:
-    """Sigmoid outputs of ``model`` for ``texts`` in their order; ``progress`` (a tqdm bar) is advanced by
-    the reports of each batch."""
-    labels = model.head.out_features
-    out = np.zeros((len(texts), labels), dtype=np.float32)
-    if not len(texts):
-        return out
-    rows, batches = token_batches(
-        tokenizer, texts, max_length=max_length, batch_size=batch_size, sort_by_length=sort_by_length
-    )
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for chunk, (ids, mask) in zip(rows, batches, strict=True):
-                logits = model(ids.to(device), mask.to(device))
-                out[chunk.numpy()] = torch.sigmoid(logits).float().cpu().numpy()
-                if progress is not None:
-                    progress.update(len(chunk))
-    finally:
-        model.train(was_training)
-    return out
-
-
 def read_manifest(folder: str | Path) -> dict[str, Any]:
     """The manifest of a saved classifier; a folder that is not one is one line naming what is missing."""
     folder = Path(folder)
@@ -345,11 +278,15 @@ def _check_base(manifest: dict[str, Any], folder: Path) -> str:
     return name
 
 
-def load_classifier(folder: str | Path, *, merge: bool = False, device: str = "cpu") -> SavedClassifier:
+def load_classifier(
+    folder: str | Path, *, merge: bool = False, fast: bool = False, device: str = "cpu"
+) -> SavedClassifier:
     """Load a folder written by :func:`save_classifier`.
 
-    ``merge=True`` merges LoRA adapters into the encoder after loading (faster prediction; probabilities
-    agree with the unmerged model to float rounding, about 1e-7, not bit for bit).
+    By default the model computes exactly what the trained model did (bit for bit, on the same machine).
+    ``merge=True`` merges LoRA adapters into the encoder; ``fast=True`` merges them and, on CPU, runs the
+    encoder's linear layers through oneDNN (see :mod:`dpcore.inference`). Both are faster, and their
+    probabilities agree with the exact model to float rounding (about 1e-7), not bit for bit.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -361,7 +298,7 @@ def load_classifier(folder: str | Path, *, merge: bool = False, device: str = "c
             backbone = load_backbone(name, num_layers=manifest["base_model"]["num_layers"])
             if kind == "adapters":
                 backbone = PeftModel.from_pretrained(backbone, folder / ADAPTERS)
-                if merge:
+                if merge or fast:
                     backbone = backbone.merge_and_unload()
         else:
             backbone = load_backbone(str(folder / ENCODER))
@@ -370,6 +307,8 @@ def load_classifier(folder: str | Path, *, merge: bool = False, device: str = "c
     )
     model.head.load_state_dict(load_file(str(folder / HEAD)))
     model.to(device).eval()
+    if fast and device == "cpu":
+        use_onednn_linear(model.backbone)
     privacy = manifest.get("privacy")
     known = {f.name for f in dataclasses.fields(PrivacyReport)}
     return SavedClassifier(

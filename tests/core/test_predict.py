@@ -12,6 +12,7 @@ import pytest
 from dpcore.cli import main
 from dpcore.data import generate_reports
 from dpcore.data.cli import write_dataset
+from dpcore.inference import OneDNNLinear, onednn_available
 from dpcore.saved_model import load_classifier, save_classifier
 from dpcore.training import train
 
@@ -70,15 +71,22 @@ def test_no_id_column_numbers_rows_and_text_column_option(model, tmp_path):
     pd.DataFrame({"report": ["No effusion.", "Mild pulmonary edema.", "Heart size normal."]}).to_csv(
         source, index=False
     )
-    frame = _predict(model, source, tmp_path / "out.jsonl", "--text-column", "report", "--no-merge")
+    frame = _predict(model, source, tmp_path / "out.jsonl", "--text-column", "report", "--exact")
     assert frame.columns[0] == "row" and frame["row"].tolist() == [1, 2, 3]
 
 
-def test_merged_prediction_agrees_with_the_adapters(model, csv, tmp_path):
-    merged = _predict(model, csv, tmp_path / "m.parquet", "--probabilities")
-    unmerged = _predict(model, csv, tmp_path / "u.parquet", "--probabilities", "--no-merge")
-    p = [c for c in merged.columns if c.startswith("P(")]
-    np.testing.assert_allclose(merged[p].to_numpy(), unmerged[p].to_numpy(), atol=1e-6, rtol=0)
+def test_fast_prediction_agrees_with_the_exact_model(model, csv, tmp_path):
+    """By default adapters are merged and linear layers run through oneDNN: float rounding, no more."""
+    fast = _predict(model, csv, tmp_path / "m.parquet", "--probabilities")
+    exact = _predict(model, csv, tmp_path / "u.parquet", "--probabilities", "--exact")
+    p = [c for c in fast.columns if c.startswith("P(")]
+    np.testing.assert_allclose(fast[p].to_numpy(), exact[p].to_numpy(), atol=1e-6, rtol=0)
+    assert (fast[[c[2:-1] for c in p]].to_numpy() == exact[[c[2:-1] for c in p]].to_numpy()).mean() > 0.99
+    if onednn_available():
+        swapped = load_classifier(model, fast=True).model.backbone.modules()
+        assert sum(isinstance(m, OneDNNLinear) for m in swapped) == 2 * (
+            4 + 2
+        )  # 2 layers: q, k, v, o, ffn x2
 
 
 def _bad_inputs(model: Path, csv: Path, tmp: Path) -> list[tuple[list[str], str]]:

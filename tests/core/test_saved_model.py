@@ -22,7 +22,7 @@ from dpcore.training import train
 # name -> (flat overrides of tiny_config, save with merge)
 KINDS = {
     "lora": ({}, False),
-    "dp-lora": ({"mode": "dp-lora", "noise_multiplier": 1.0}, False),
+    "dp-lora": ({"mode": "dp-lora", "noise_multiplier": 1.0, "threshold_policy": "validation"}, False),
     "full": ({"mode": "full"}, False),
     "frozen": ({"trainable_layers": 1}, False),
     "merged": ({}, True),
@@ -35,8 +35,11 @@ def texts(tiny_splits) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def saved(tiny_config, tiny_splits, texts, tmp_path_factory) -> dict[str, tuple[Path, np.ndarray]]:
-    """Each kind trained once and saved; with the trained model's own probabilities on the test texts."""
+def saved(
+    tiny_config, tiny_splits, texts, tmp_path_factory
+) -> dict[str, tuple[Path, np.ndarray, list | None]]:
+    """Each kind trained once and saved; with the trained model's own probabilities on the test texts and
+    its tuned thresholds (None: the configuration's)."""
     out, results = {}, {}
     root = tmp_path_factory.mktemp("saved")
     tokenizer = load_tokenizer(tiny_config.model.model)
@@ -47,13 +50,14 @@ def saved(tiny_config, tiny_splits, texts, tmp_path_factory) -> dict[str, tuple[
             results[key] = train(cfg, tiny_splits, keep_model=True, progress=False)
         result = results[key]
         expected = probabilities(result.model, tokenizer, texts, max_length=cfg.model.max_length)
-        out[name] = (save_classifier(result, root / name, merge=merge), expected)
+        tuned = result.extra.get("thresholds")
+        out[name] = (save_classifier(result, root / name, merge=merge), expected, tuned)
     return out
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_reload_gives_identical_probabilities(saved, texts, kind):
-    folder, expected = saved[kind]
+    folder, expected, _ = saved[kind]
     clf = load_classifier(folder)
     got = clf.predict_proba(texts)
     assert clf.manifest["weights"] == {"full": "encoder", "merged": "merged"}.get(kind, "adapters")
@@ -62,7 +66,18 @@ def test_reload_gives_identical_probabilities(saved, texts, kind):
     else:
         assert torch.equal(torch.from_numpy(got), torch.from_numpy(expected))
     assert clf.label_names[0] == "No Finding" and len(clf.thresholds) == len(clf.label_names) == 14
-    assert clf.predict(texts[:3]).tolist() == (got[:3] >= 0.5).astype(int).tolist()
+    assert clf.predict(texts[:3]).tolist() == (got[:3] >= np.array(clf.thresholds)).astype(int).tolist()
+    if kind == "dp-lora":  # tuned on validation, saved as tuned
+        assert clf.manifest["threshold_source"] == "validation"
+        assert clf.thresholds == pytest.approx(saved[kind][2])
+
+
+@pytest.mark.parametrize("kind", ["dp-lora", "full"])
+def test_fast_loading_agrees_to_float_rounding(saved, texts, kind):
+    folder, expected, _ = saved[kind]
+    np.testing.assert_allclose(
+        load_classifier(folder, fast=True).predict_proba(texts), expected, atol=1e-6, rtol=0
+    )
 
 
 def test_reload_in_a_fresh_process(saved, texts, tmp_path):
@@ -80,7 +95,7 @@ def test_reload_in_a_fresh_process(saved, texts, tmp_path):
         "folders, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
         "np.savez(sys.argv[3], **{k: load_classifier(f).predict_proba(texts) for k, f in folders.items()})\n"
         "sys.exit(main(['predict', '--model', folders['lora'], sys.argv[4], '-o', sys.argv[5],\n"
-        "               '--probabilities', '--no-merge', '--no-progress']))\n"
+        "               '--probabilities', '--exact', '--no-progress']))\n"
     )
     args = [json.dumps(folders), json.dumps(texts), str(out), str(csv), str(table)]
     subprocess.run([sys.executable, "-c", script, *args], check=True, timeout=300, capture_output=True)
@@ -119,6 +134,7 @@ def test_model_card_of_a_dp_run(saved):
         assert text in card, text
     assert "synthetic chest X-ray reports" in card and "Outside epsilon" in card
     assert "`metrics`" in card  # the engine's outside-epsilon fields are listed by name
+    assert "`extra.thresholds`" in card and "1/0 labels this model predicts use those tuned" in card
 
 
 def test_model_card_of_a_non_private_run(saved):
