@@ -11,6 +11,7 @@ the same model at the same precision, whose probabilities agree with the default
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -62,10 +63,18 @@ def probabilities(
     max_length: int,
     batch_size: int = DEFAULT_BATCH_SIZE,
     sort_by_length: bool = True,
+    workers: int | None = None,
     progress: Any = None,
 ) -> np.ndarray:
     """Sigmoid outputs of ``model`` for ``texts`` in their order; ``progress`` (a tqdm bar) is advanced by
-    the reports of each batch."""
+    the reports of each batch.
+
+    On CPU, ``workers`` batches run at once, each on one thread (default: torch's thread count). Batches are
+    independent, so this parallelism needs no synchronisation inside an operation, unlike torch's intra-op
+    threads, which wait for each other at every operation: on a machine shared with other processes a
+    descheduled thread stalls them all (measured: two intra-op threads ran at a third of one thread's speed
+    under a load of 7 on 2 cores). Each batch's result does not depend on ``workers``.
+    """
     labels = model.head.out_features
     out = np.zeros((len(texts), labels), dtype=np.float32)
     if not len(texts):
@@ -74,16 +83,25 @@ def probabilities(
         tokenizer, texts, max_length=max_length, batch_size=batch_size, sort_by_length=sort_by_length
     )
     device = next(model.parameters()).device
-    was_training = model.training
+    workers = max(1, workers or torch.get_num_threads()) if device.type == "cpu" else 1
+
+    def run(batch: tuple[torch.Tensor, torch.Tensor]) -> np.ndarray:
+        with torch.inference_mode():  # thread-local: entered in the worker itself
+            logits = model(batch[0].to(device), batch[1].to(device))
+            return torch.sigmoid(logits).float().cpu().numpy()
+
+    was_training, threads = model.training, torch.get_num_threads()
     model.eval()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
     try:
-        with torch.inference_mode():
-            for chunk, (ids, mask) in zip(rows, batches, strict=True):
-                logits = model(ids.to(device), mask.to(device))
-                out[chunk.numpy()] = torch.sigmoid(logits).float().cpu().numpy()
+        with ThreadPoolExecutor(workers) as pool:
+            for chunk, probs in zip(rows, pool.map(run, batches), strict=True):
+                out[chunk.numpy()] = probs
                 if progress is not None:
                     progress.update(len(chunk))
     finally:
+        torch.set_num_threads(threads)
         model.train(was_training)
     return out
 

@@ -94,7 +94,8 @@ def read_reports(path: str | Path, *, text_column: str, id_column: str | None = 
     empty = [i for i, t in enumerate(texts, start=1) if not t.strip()]
     if empty:
         raise DataError(
-            f"empty text ({len(empty)} of {len(texts)} rows); drop those rows or choose another --text-column",
+            f"empty text ({len(empty)} of {len(texts)} rows); drop those rows or choose another "
+            "--text-column",
             file=str(path),
             row=empty[0],
             field=text_column,

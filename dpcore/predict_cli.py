@@ -39,7 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--id-column", help="column of report ids carried to the output (default: id, if present)")
     p.add_argument("--probabilities", action="store_true", help="also write each label's probability")
     p.add_argument("--batch-size", type=int, default=64, help="reports per forward pass (default 64)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads: batches predicted at once, one thread each (default: torch's)",
+    )
     p.add_argument(
         "--exact",
         action="store_true",

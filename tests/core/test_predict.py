@@ -1,5 +1,5 @@
-"""``dpcore predict``: CSV / JSONL / Parquet / corpus-folder inputs, the CheXpert convention of the output, ids
-carried through in input order, and bad input as one line on stderr with exit status 2."""
+"""``dpcore predict``: CSV / JSONL / Parquet / corpus-folder inputs, the CheXpert convention of the output,
+ids carried through in input order, and bad input as one line on stderr with exit status 2."""
 
 from __future__ import annotations
 

@@ -202,3 +202,12 @@ def test_train_save_model_from_the_command_line(tiny_config, tmp_path, capsys):
     (tmp_path / "full" / "x.txt").write_text("x")
     assert main(["train", *flat, "--save-model", str(tmp_path / "full")]) == 2
     assert "not empty" in capsys.readouterr().err
+
+
+def test_batches_on_several_threads_give_the_same_probabilities(saved, texts):
+    clf = load_classifier(saved["lora"][0])
+    args = {"max_length": clf.max_length, "batch_size": 4}
+    one = probabilities(clf.model, clf.tokenizer, texts, workers=1, **args)
+    assert np.array_equal(probabilities(clf.model, clf.tokenizer, texts, workers=3, **args), one)
+    unsorted = probabilities(clf.model, clf.tokenizer, texts, sort_by_length=False, **args)
+    np.testing.assert_allclose(unsorted, one, atol=1e-6, rtol=0)  # other padding: float rounding at most
