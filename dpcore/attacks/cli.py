@@ -34,7 +34,7 @@ def _attack_lines(res: AttackResult) -> list[str]:
     ]
     for row in res.tpr_at_fpr:
         e = row.estimate
-        mark = "" if row.resolved else "  (not resolved: FPR below 1/n, shown at FPR 0)"
+        mark = "" if row.resolved else "  (not resolved, see the note)"
         lines.append(f"    TPR at FPR {row.fpr:g}: {_interval(e.value, e.lo, e.hi)}{mark}")
     return lines
 
@@ -60,7 +60,7 @@ def _cmd_membership(args: argparse.Namespace) -> int:
             print(line)
         for note in res.notes:
             print(f"    note: {note}")
-    print(f"  outside ε: the losses were {OUTSIDE_EPSILON.removeprefix('computed from ')}")
+    print(f"  outside ε: every number above is {OUTSIDE_EPSILON}")
     if args.json:
         Path(args.json).write_text(json.dumps({k: v.to_dict() for k, v in attacks.items()}, indent=1))
     return 0

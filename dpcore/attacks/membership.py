@@ -46,9 +46,7 @@ __all__ = [
 ]
 
 DEFAULT_FPRS: tuple[float, ...] = (0.01, 0.001)
-OUTSIDE_EPSILON = (
-    "computed from per-example losses of private reports without noise: outside the ε of the run"
-)
+OUTSIDE_EPSILON = "computed from per-example losses of private reports without noise, which ε does not cover"
 
 
 @dataclass(frozen=True)
