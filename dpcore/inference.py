@@ -5,7 +5,8 @@ On CPU, PyTorch's float32 ``nn.Linear`` calls MKL's GEMM, which on AMD processor
 oneDNN's for the same arithmetic (measured on the project's AMD EPYC: 81 vs 213 GFLOP per CPU second,
 single thread). :func:`use_onednn_linear` swaps the encoder's linear layers for oneDNN's float32 kernel:
 the same model at the same precision, whose probabilities agree with the default kernels to float rounding
-(about 1e-7), checked on a probe input before any swap is kept.
+(measured: at most 2e-6 on 2,000 reports with a trained MiniLM). Each swap is checked on a probe input
+before it is kept.
 """
 
 from __future__ import annotations

@@ -96,10 +96,28 @@ def _data_section(m: dict[str, Any]) -> list[str]:
         f"`{cfg['teacher']['teacher']}` teacher's labels with the `{cfg['teacher']['uncertainty_policy']}` "
         "policy for uncertain mentions.",
         f"- Base encoder: `{m['base_model']['name']}`"
+        + (
+            f" (`{PACKAGED_BASES[m['base_model']['name']]}`)"
+            if m["base_model"]["name"] in PACKAGED_BASES
+            else ""
+        )
         + (f" cut to {m['base_model']['num_layers']} layers" if m["base_model"]["num_layers"] else "")
-        + f"; mode `{cfg['train']['mode']}`; weights saved as `{m['weights']}`.",
+        + f"; mode `{cfg['train']['mode']}`, {_trained(cfg)}; weights saved as `{m['weights']}`.",
         "",
     ]
+
+
+def _trained(cfg: dict[str, Any]) -> str:
+    """Which part of the encoder trained.
+
+    >>> _trained({"model": {"trainable_layers": 1}, "train": {"mode": "dp-lora"}})
+    'adapters of the top 1 layer(s) and the head trained'
+    """
+    k, mode = cfg["model"].get("trainable_layers"), cfg["train"]["mode"]
+    what = "adapters" if "lora" in mode else "weights"
+    if k == 0:
+        return "the head alone trained (a linear probe)"
+    return f"{what} of {'every layer' if k is None else f'the top {k} layer(s)'} and the head trained"
 
 
 def _privacy_section(m: dict[str, Any]) -> list[str]:
@@ -196,9 +214,10 @@ def _results_section(m: dict[str, Any]) -> list[str]:
         return [*lines, "No test metrics were recorded.", ""]
     lines += ["| metric | value |", "|---|---|"]
     lines += [f"| {k.replace('_', ' ')} | {v:.4f} |" for k, v in metrics.items()]
-    thresholds = sorted(set(m["thresholds"]))
-    how = "tuned per label on validation" if m["threshold_source"] == "validation" else "fixed"
-    return [*lines, "", f"Decision thresholds ({how}): {', '.join(f'{t:g}' for t in thresholds)}.", ""]
+    if m["threshold_source"] == "validation":
+        pairs = ", ".join(f"{n} {t:g}" for n, t in zip(m["label_names"], m["thresholds"], strict=True))
+        return [*lines, "", f"Decision thresholds (tuned per label on validation): {pairs}.", ""]
+    return [*lines, "", f"Decision threshold (fixed, every label): {m['thresholds'][0]:g}.", ""]
 
 
 def model_card(m: dict[str, Any]) -> str:
@@ -263,6 +282,7 @@ def _example_manifest() -> dict[str, Any]:
         "metrics": {},
         "config": {
             "train": {"mode": "dp-lora"},
+            "model": {"trainable_layers": None},
             "data": {"corpus": "synthetic-cxr", "n_reports": 100, "data_seed": 0, "data_path": None},
             "teacher": {"teacher": "rules", "uncertainty_policy": "u-ones"},
         },

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="compute exactly what the trained model did (bit for bit): LoRA adapters kept apart and torch's "
         "default kernels. By default adapters are merged and linear layers run through oneDNN on CPU, which "
-        "is faster and agrees to float rounding (about 1e-7)",
+        "is faster and agrees to float rounding (about 1e-6)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)

@@ -286,7 +286,7 @@ def load_classifier(
     By default the model computes exactly what the trained model did (bit for bit, on the same machine).
     ``merge=True`` merges LoRA adapters into the encoder; ``fast=True`` merges them and, on CPU, runs the
     encoder's linear layers through oneDNN (see :mod:`dpcore.inference`). Both are faster, and their
-    probabilities agree with the exact model to float rounding (about 1e-7), not bit for bit.
+    probabilities agree with the exact model to float rounding (about 1e-6), not bit for bit.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
