@@ -15,7 +15,8 @@ from dpcore.training.result import PrivacyReport
 # The mark every displayed private diagnostic carries.
 OUTSIDE = "outside ε"
 COVERED_PRIVATE = (
-    "the trained weights (what training updated, under DP-SGD) and predictions made with them on new reports"
+    "the trained weights (what training updated, under DP-SGD) and the probabilities they give new reports "
+    "(the 0/1 labels too, unless their thresholds were tuned on the validation split)"
 )
 COVERED_NONE = "nothing: a non-private run has no privacy guarantee"
 

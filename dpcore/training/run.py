@@ -277,4 +277,8 @@ def membership_losses(
         "labels": "teacher",
         "member_loss": losses(enc["train"], members),
         "nonmember_loss": losses(enc["test"], nonmembers),
+        # Rows of the training and test splits, so that an attack can score the same reports with a
+        # reference model (a calibrated attack).
+        "member_index": [int(i) for i in members],
+        "nonmember_index": [int(i) for i in nonmembers],
     }
