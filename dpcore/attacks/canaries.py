@@ -166,7 +166,8 @@ def format_alphabet(*, fmt: SecretFormat = SecretFormat(), names: Sequence[str] 
     numbers = " ".join(str(v) for v in range(fmt.low, fmt.high + 1))
     dates = " ".join([f"{d:02d}" for d in range(1, 29)] + [str(y) for y in range(2011, 2020)] + ["/"])
     example = Canary(name=pool[0], secret=(fmt.low, fmt.high), date="01/01/2011", repeats=0, fmt=fmt)
-    return [example.text, " ".join(pool), numbers, dates]
+    names_text = [" ".join(pool[i : i + 32]) for i in range(0, len(pool), 32)]  # within a tokenizer's limit
+    return [example.text, *names_text, numbers, dates]
 
 
 # -- scoring and decoding ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import pandas as pd
 from torch import nn
@@ -118,8 +118,8 @@ EXTRACTION_PROFILES: dict[str, ExtractionSettings] = {
         layers=4,
         hidden=256,
         pretrain=TrainSettings(epochs=5, batch_size=64, lr=1e-3),
-        finetune=TrainSettings(epochs=20, lr=2e-3),
-        dp=TrainSettings(epochs=20, batch_size=256, lr=2e-3),
+        finetune=TrainSettings(epochs=20, batch_size=64, lr=2e-3),
+        dp=TrainSettings(epochs=20, batch_size=64, lr=2e-3),
         epsilons=(1.0, 10.0),
         samples=100,
     ),
@@ -205,7 +205,7 @@ class ExtractionResult:
     vocab_size: int
     n_public: int = 0
     n_private: int = 0
-    extra: dict = field(default_factory=dict)
+    parameters: int = 0  # of the causal LM (before LoRA)
 
 
 def run_extraction(
@@ -282,6 +282,7 @@ def run_extraction(
         vocab_size=vocab.size,
         n_public=len(public),
         n_private=len(private),
+        parameters=sum(p.numel() for p in model.parameters()),
     )
 
 

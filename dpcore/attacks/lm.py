@@ -20,6 +20,7 @@ The per-example losses here (``[B]``: one mean token loss per sequence) are what
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -189,7 +190,11 @@ def linear_names(model: nn.Module) -> tuple[str, ...]:
 def with_lora(model: PreTrainedModel, *, targets: Sequence[str], r: int = 8, alpha: int = 16) -> PeftModel:
     """A copy of ``model`` with LoRA adapters (PEFT) on ``targets``; only the adapters train."""
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(targets), bias="none")
-    with quiet_checkpointing_deprecation():
+    with quiet_checkpointing_deprecation(), warnings.catch_warnings():
+        # PEFT notes that GPT-2's Conv1D layers store weights transposed (it adapts), and that LoRA on a tied
+        # output layer leaves the input embeddings as they are (intended: the adapter is separate).
+        warnings.filterwarnings("ignore", message="fan_in_fan_out is set to")
+        warnings.filterwarnings("ignore", message="Model has `tie_word_embeddings=True`")
         return get_peft_model(copy.deepcopy(model), config)
 
 

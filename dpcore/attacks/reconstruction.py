@@ -110,8 +110,8 @@ RECONSTRUCTION_PROFILES: dict[str, ReconstructionSettings] = {
         layers=4,
         hidden=256,
         pretrain=TrainSettings(epochs=10, batch_size=64, lr=1e-3),
-        finetune=TrainSettings(epochs=20, lr=1e-3),
-        dp=TrainSettings(epochs=20, batch_size=256, lr=1e-3),
+        finetune=TrainSettings(epochs=20, batch_size=64, lr=1e-3),
+        dp=TrainSettings(epochs=20, batch_size=64, lr=1e-3),
         epsilons=(1.0, 10.0),
     ),
 }
@@ -202,6 +202,7 @@ class ReconstructionResult:
     reports: dict[str, TrainReport]
     settings: ReconstructionSettings
     vocab_size: int
+    parameters: int = 0  # of the masked LM (before LoRA)
 
 
 def run_reconstruction(
@@ -272,7 +273,13 @@ def run_reconstruction(
     table = pd.DataFrame(rows)
     table["cosine"] = sims
     table["original"] = originals * len(models)
-    return ReconstructionResult(table=table, reports=reports, settings=settings, vocab_size=vocab.size)
+    return ReconstructionResult(
+        table=table,
+        reports=reports,
+        settings=settings,
+        vocab_size=vocab.size,
+        parameters=sum(p.numel() for p in model.parameters()),
+    )
 
 
 def summarise(table: pd.DataFrame) -> pd.DataFrame:
