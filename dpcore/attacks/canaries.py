@@ -8,8 +8,8 @@ secret. A model is prompted with a canary's prefix (``Patient {name} has a nodul
   that do;
 - **exposure**: ``log2 |R| - log2 rank``, where the rank is the true secret's place among all ``|R|``
   measurements of the format ordered by the model's log-perplexity (1 = most likely). A model that knows
-  nothing ranks the secret near the middle (exposure about 1 bit); a model that memorised it ranks it first
-  (exposure ``log2 |R|``).
+  nothing ranks the secret uniformly at random (exposure 1 bit at the median, about 1/ln 2 = 1.44 bits on
+  average); a model that memorised it ranks it first (exposure ``log2 |R|``).
 
 The experiment is :func:`dpcore.attacks.extraction.run_extraction`.
 
@@ -241,8 +241,12 @@ class CanaryResult:
 
 
 def encode_candidates(vocab: Vocab, fmt: SecretFormat) -> list[list[int]]:
-    """Token ids of every secret of ``fmt``, in the order of ``fmt.values`` (encode once, attack many)."""
-    return vocab.encode([fmt.render(v) for v in fmt.values], frame=False)
+    """Token ids of every secret of ``fmt``, in the order of ``fmt.values`` (encode once, attack many).
+
+    Each is encoded after a space, as it follows the prefix: byte-level BPE (GPT-2's own tokenizer) encodes a
+    word after a space differently; WordPiece ignores the space.
+    """
+    return vocab.encode([" " + fmt.render(v) for v in fmt.values], frame=False)
 
 
 def attack_canary(

@@ -1,10 +1,11 @@
-"""Small language models for the memorisation demonstrations: vocabularies, models, and DP or non-DP training.
+"""Small language models for the memorisation demonstrations: vocabularies, models, LoRA, per-example losses.
 
 The attack chapters train a causal LM (report completion) and a masked LM (Findings reconstruction) on a
 laptop CPU. Both use the packaged MiniLM WordPiece tokenizer, cut down to the tokens a *public* text uses
 (:class:`CompactVocab`): the output layer of a language model costs one row per vocabulary entry, and a
-synthetic report corpus needs about a thousand of MiniLM's 30,522. Any model that brings its own tokenizer
-(a local folder or hub id) uses it whole (:class:`TokenizerVocab`).
+synthetic report corpus needs about a thousand of MiniLM's 30,522. A model loaded from a folder or hub id
+(:func:`load_language_model`) is cut the same way when its tokenizer is BERT-style, and otherwise keeps its
+tokenizer whole (:class:`TokenizerVocab`).
 
 The per-example losses here (``[B]``: one mean token loss per sequence) are what
 :func:`dpcore.attacks.lm_train.train_lm` trains with, with or without DP.

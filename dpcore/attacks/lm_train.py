@@ -24,13 +24,13 @@ from dpcore.models import quiet_checkpointing_deprecation
 from dpcore.privacy import check_delta, default_delta, epsilons, noise_for_epsilon
 
 
-class similar_length_batches:  # noqa: N801 (a batch sampler, used like a function)
+class SimilarLengthBatches:
     """Shuffled batches of sequences of similar length, so that little compute goes to padding: each epoch,
     a random permutation is cut into pools of 16 batches, each pool sorted by length and cut into batches,
     and the batches shuffled.
 
     >>> g = torch.Generator().manual_seed(0)
-    >>> sorted(sorted(b) for b in similar_length_batches(torch.tensor([5, 1, 4, 2]), 2, g))
+    >>> sorted(sorted(b) for b in SimilarLengthBatches(torch.tensor([5, 1, 4, 2]), 2, g))
     [[0, 2], [1, 3]]
     """
 
@@ -159,7 +159,7 @@ def _loader(sequences: Sequence[Sequence[int]], settings: TrainSettings, pad_id:
     data = TensorDataset(ids, mask)
     if settings.private:  # Opacus replaces the batches with Poisson samples of expected size batch_size
         return DataLoader(data, batch_size=settings.batch_size, shuffle=True, generator=generator)
-    return DataLoader(data, batch_sampler=similar_length_batches(mask.sum(1), settings.batch_size, generator))
+    return DataLoader(data, batch_sampler=SimilarLengthBatches(mask.sum(1), settings.batch_size, generator))
 
 
 def _make_private(

@@ -180,3 +180,13 @@ def test_run_extraction_smoke():
     assert (planted["in_training"] <= planted["repeats"]).all()
     summary = summarise(table)
     assert set(summary["repeats"]) == set(EXTRACTION_PROFILES["smoke"].repeats)
+
+
+def test_run_extraction_with_a_causal_lm_folder(tmp_path):
+    """``lm_model`` may be any causal LM folder; with a BERT-style tokenizer its vocabulary is cut to the
+    public text's tokens (embeddings and tied output layer alike)."""
+    small_gpt2(30522, layers=1, hidden=16).save_pretrained(tmp_path)
+    load_tokenizer("minilm-l6").save_pretrained(tmp_path)
+    settings = EXTRACTION_PROFILES["smoke"]
+    result = run_extraction(type(settings)(**{**settings.__dict__, "lm_model": str(tmp_path)}))
+    assert result.vocab_size < 2000 and result.table["rank"].between(1, result.space).all()
