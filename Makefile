@@ -39,9 +39,11 @@ weights:
 book: $(STAMP)
 	$(BIN)/python book/build.py
 
+# ruff, then import-linter: the package's layers (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

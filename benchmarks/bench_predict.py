@@ -40,7 +40,7 @@ def save_untrained(folder: Path) -> Path:
     from dpcore.config import RunConfig
     from dpcore.labels import get_label_set
     from dpcore.models import build_model, parameter_counts
-    from dpcore.saved_model import save_classifier
+    from dpcore.release.saved_model import save_classifier
     from dpcore.training.result import RunResult, library_versions
 
     cfg = RunConfig.from_flat({"mode": "lora"})
@@ -93,7 +93,7 @@ def rate(
 ) -> tuple[np.ndarray, float, float]:
     """Probabilities, reports per second and reports per CPU second: the best of ``repeats`` passes (after a
     warm-up batch), since other processes on a shared machine only ever slow a pass down."""
-    from dpcore.inference import probabilities
+    from dpcore.release.inference import probabilities
 
     probabilities(model, tokenizer, texts[:32], max_length=max_length)
     best = (np.zeros(0), 0.0, 0.0)
@@ -106,7 +106,7 @@ def rate(
 
 def intra_op_rate(model: Any, tokenizer: Any, texts: list[str], *, max_length: int, batch_size: int) -> float:
     """Reports per second with torch's intra-op threads and one batch at a time (best of two passes)."""
-    from dpcore.inference import token_batches
+    from dpcore.release.inference import token_batches
 
     _, batches = token_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
     best = 0.0
@@ -121,7 +121,7 @@ def intra_op_rate(model: Any, tokenizer: Any, texts: list[str], *, max_length: i
 def ratios(folder: Path, texts: list[str], *, batch_size: int) -> dict[str, Any]:
     """Each speed-up measured on the same reports in this process, against the exact model (adapters kept
     apart, torch's default kernels)."""
-    from dpcore.saved_model import load_classifier
+    from dpcore.release.saved_model import load_classifier
 
     fast = load_classifier(folder, fast=True)
     merged = load_classifier(folder, merge=True)
@@ -167,7 +167,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from dpcore.data import generate_reports
-    from dpcore.predict import predict_file
+    from dpcore.release.predict import predict_file
 
     load_before = os.getloadavg()
     reports = generate_reports(kind="cxr", n=args.n, seed=0)

@@ -91,7 +91,7 @@ def archive_fingerprint(root: Path) -> str:
 def run_studies(root: Path, overrides: dict[str, Any]) -> None:
     """Train what the chapters' studies lack, in this process, at the ``profile`` and run ``overrides`` that
     the chapters receive too; print each study's time."""
-    from dpcore.results import ResultStore
+    from dpcore.pipeline.results import ResultStore
     from dpcore.study import Study, plan, run_study
 
     profile = overrides.get("profile", "quick")
@@ -134,7 +134,7 @@ def privacy_utility_summary(table: Any) -> str:
 def execute(name: str, *, root: Path, overrides: dict[str, Any], force: bool = False) -> Path | None:
     """Execute ``notebooks/<name>.md`` into ``book/notebooks/<name>.ipynb`` unless an identical run exists;
     the executed notebook, or None when it was unchanged."""
-    from dpcore.results import code_fingerprint
+    from dpcore.pipeline.results import code_fingerprint
 
     src = root / "notebooks" / f"{name}.md"
     out = root / "book" / "notebooks" / f"{name}.ipynb"

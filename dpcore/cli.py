@@ -5,41 +5,29 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+import torch.distributed as dist
 import yaml
 
 from dpcore import __version__
-from dpcore.config import SECTIONS, RunConfig
-
-
-def load_config(path: str | None, sets: Sequence[str] = ()) -> RunConfig:
-    """A run configuration from a YAML file (nested sections or flat keys) and ``key=value`` overrides."""
-    from dpcore.study_cli import parse_overrides
-
-    data: dict[str, Any] = {}
-    if path:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ValueError(f"file {path}: not YAML ({' '.join(str(err).split())})") from None
-        if not isinstance(loaded, dict):
-            raise ValueError(f"file {path}: expected a mapping of parameters, got {type(loaded).__name__}")
-        nested = all(isinstance(v, dict) for v in loaded.values()) and set(loaded) <= set(SECTIONS)
-        data = RunConfig.from_dict(loaded).to_flat() if nested and loaded else loaded
-    return RunConfig.from_flat({**data, **parse_overrides(sets)})
+from dpcore.attacks.cli import register as add_audit_commands
+from dpcore.config import RunConfig, load_config
+from dpcore.data.cli import add_corpus_commands
+from dpcore.labeling.cli import add_label_command
+from dpcore.pipeline import ResultStore, code_fingerprint, prepare_splits, train
+from dpcore.privacy import epsilons, noise_for_epsilon
+from dpcore.release.cli import register as add_predict_command
+from dpcore.release.saved_model import MANIFEST, save_classifier
+from dpcore.study.cli import add_study_command
+from dpcore.training.coverage import run_summary
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     """Train one configuration. Under ``torchrun`` every process trains its shard; rank 0 alone writes."""
-    import os
-
-    from dpcore.pipeline import prepare_splits
-    from dpcore.results import ResultStore, code_fingerprint
-    from dpcore.training import train
 
     cfg = load_config(args.config, args.set)
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
@@ -72,21 +60,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
             store.put(result)
     else:
         result = store.get_or_run(cfg, fresh) if store is not None else fresh(cfg)
-    import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     if rank != 0:
         return 0
-    from dpcore.training.coverage import run_summary
 
     summary = run_summary(result)
     if args.output:
         result.save(args.output)
         summary["output"] = str(args.output)
     if save:
-        from dpcore.saved_model import save_classifier
-
         summary["saved_model"] = str(save_classifier(result, args.save_model, merge=args.merge_adapters))
     print(json.dumps(summary, indent=1))
     return 0
@@ -94,7 +78,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _check_model_folder(folder: str) -> None:
     """Refuse a --save-model folder that would be overwritten or cannot be written, before training."""
-    from dpcore.saved_model import MANIFEST
 
     path = Path(folder)
     if path.exists() and not path.is_dir():
@@ -128,7 +111,6 @@ def _check_accounting(args: argparse.Namespace) -> None:
 
 
 def _cmd_epsilon(args: argparse.Namespace) -> int:
-    from dpcore.privacy import epsilons
 
     _check_accounting(args)
     history = [(args.noise_multiplier, args.sample_rate, args.steps)]
@@ -137,7 +119,6 @@ def _cmd_epsilon(args: argparse.Namespace) -> int:
 
 
 def _cmd_noise(args: argparse.Namespace) -> int:
-    from dpcore.privacy import noise_for_epsilon
 
     _check_accounting(args)
     sigma = noise_for_epsilon(
@@ -211,12 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     noise.add_argument("--epsilon", type=float, required=True)
     noise.add_argument("--accountant", choices=["rdp", "prv"], default="rdp")
     noise.set_defaults(func=_cmd_noise)
-
-    from dpcore.attacks.cli import register as add_audit_commands
-    from dpcore.data.cli import add_corpus_commands
-    from dpcore.labeling.cli import add_label_command
-    from dpcore.predict_cli import register as add_predict_command
-    from dpcore.study_cli import add_study_command
 
     add_corpus_commands(sub)
     add_label_command(sub)

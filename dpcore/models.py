@@ -20,7 +20,16 @@ import torch
 from huggingface_hub.errors import HFValidationError
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoTokenizer,
+    BertConfig,
+    BertModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.masking_utils import create_bidirectional_mask
 from transformers.utils import logging as hf_logging
 
 from dpcore.config import ModelConfig
@@ -284,7 +293,6 @@ def run_layers(
     backbone: nn.Module, layers: Sequence[nn.Module], hidden: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
     """``hidden`` through ``layers`` with the attention mask the model itself would build."""
-    from transformers.masking_utils import create_bidirectional_mask
 
     mask = create_bidirectional_mask(
         config=_base_model(backbone).config, inputs_embeds=hidden, attention_mask=attention_mask
@@ -355,8 +363,33 @@ def build_model(cfg: ModelConfig, *, num_labels: int, mode: str) -> MultiLabelCl
         head_bias_init=cfg.head_bias_init,
         first_trainable=first,
     )
+    if cfg.dropout is not None:
+        set_dropout(model, cfg.dropout)
     model.train()
     return model
+
+
+def set_attention(model: nn.Module, kernel: str, device: torch.device) -> str:
+    """The encoder's attention kernel for training on ``device``: ``auto`` is SDPA on a GPU and the eager
+    product on a CPU (whose SDPA backward is slow); returns the kernel set."""
+    chosen = ("sdpa" if device.type == "cuda" else "eager") if kernel == "auto" else kernel
+    base = _base_model(model.backbone if hasattr(model, "backbone") else model)
+    if hasattr(base, "set_attn_implementation"):
+        base.set_attn_implementation(chosen)
+    return chosen
+
+
+def set_dropout(model: nn.Module, p: float) -> int:
+    """Every dropout of ``model`` (the encoder's hidden and attention dropout, the head's) set to ``p``;
+    returns how many were set. transformers' attention reads its rate from its ``nn.Dropout`` module.
+
+    >>> set_dropout(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1), nn.Dropout(0.2)), 0.0)
+    2
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.Dropout)]
+    for m in layers:
+        m.p = p
+    return len(layers)
 
 
 def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -376,7 +409,6 @@ def save_tiny_bert(folder: str | Path, *, num_layers: int = 2, hidden: int = 32,
 
     For tests and quick demos: a few hundred kilobytes, loads in milliseconds.
     """
-    from transformers import BertConfig, BertModel
 
     torch.manual_seed(seed)
     folder = Path(folder)

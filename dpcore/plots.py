@@ -17,6 +17,7 @@ import math
 from typing import Any
 
 import pandas as pd
+import seaborn as sns
 
 # Series names, in the order legends list them.
 LORA, FULL, DP_LORA, DP_WARM = "LoRA", "full fine-tuning", "DP-LoRA", "DP-LoRA, public warm start"
@@ -85,14 +86,12 @@ def corpus_name(table: pd.DataFrame) -> pd.Series:
 
 def set_style() -> None:
     """The book's style: seaborn's whitegrid theme, a colour-blind palette, compact fonts."""
-    import seaborn as sns
 
     sns.set_theme(style="whitegrid", palette="colorblind", font_scale=0.9)
 
 
 def palette() -> dict[str, Any]:
     """One colour per series, the same in every figure."""
-    import seaborn as sns
 
     colours = sns.color_palette("colorblind", len(SERIES_ORDER))
     return dict(zip(SERIES_ORDER, colours, strict=True))

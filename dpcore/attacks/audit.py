@@ -51,6 +51,7 @@ from scipy import special, stats
 from dpcore.attacks.audit_canaries import CANARY_KIND, append_canaries, make_canaries
 from dpcore.attacks.membership_losses import example_losses
 from dpcore.config import RunConfig
+from dpcore.pipeline import prepare_splits, train
 from dpcore.privacy import default_delta
 
 # Guess counts r of the default grid, as fractions of m (k+ = ceil(r / 2) "in", the rest "out").
@@ -266,9 +267,6 @@ def one_run_audit(
     largest training set the draw could give, so that it does not depend on the draw. ``keep_model``
     keeps the trained model in the result (for attacks on the run's other reports).
     """
-    from dpcore.pipeline import prepare_splits
-    from dpcore.training import train
-
     t0 = time.perf_counter()
     splits = splits if splits is not None else prepare_splits(cfg)
     if cfg.is_private and cfg.privacy.delta is None:

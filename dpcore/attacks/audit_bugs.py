@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 from unittest import mock
 
+from opacus.optimizers.optimizer import DPOptimizer
+
 
 @contextlib.contextmanager
 def noise_disabled() -> Iterator[None]:
     """Within the block, every Opacus DP optimizer built runs with noise multiplier 0 (clipping stays)."""
-    from opacus.optimizers.optimizer import DPOptimizer
 
     original = DPOptimizer.__init__
 

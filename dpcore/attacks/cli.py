@@ -16,7 +16,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from dpcore.attacks import audit
 from dpcore.attacks.membership import OUTSIDE_EPSILON, AttackResult, attack_run, membership_entry
+from dpcore.config import load_config
 
 
 def _eps(value: float | None) -> str:
@@ -67,11 +69,9 @@ def _cmd_membership(args: argparse.Namespace) -> int:
 
 
 def _cmd_one_run(args: argparse.Namespace) -> int:
-    from dpcore.attacks.audit import one_run_audit
-    from dpcore.cli import load_config
 
     cfg = load_config(args.config, args.set)
-    result = one_run_audit(
+    result = audit.one_run_audit(
         cfg, canaries=args.canaries, confidence=args.confidence, seed=args.seed, progress=not args.no_progress
     )
     b = result.bound
@@ -97,10 +97,10 @@ def _cmd_one_run(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``audit membership`` and ``audit one-run`` (their handlers are ``args.func``)."""
-    audit = subparsers.add_parser(
+    audit_parser = subparsers.add_parser(
         "audit", help="membership attacks and an empirical audit of the DP guarantee"
     )
-    sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    sub = audit_parser.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
 
     mia = sub.add_parser("membership", help="loss attack on a stored run's membership losses (outside ε)")
     mia.add_argument("result", help="a run's result JSON, trained with membership_sample > 0")

@@ -28,9 +28,19 @@ from dataclasses import dataclass, field
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForMaskedLM,
+    DebertaV2Config,
+    DebertaV2ForMaskedLM,
+    GPT2Config,
+    GPT2LMHeadModel,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
 
-from dpcore.models import quiet_checkpointing_deprecation
+from dpcore.models import load_tokenizer, quiet_checkpointing_deprecation, resolve_model_path
 
 # A per-example loss: (model, token ids [B, L], attention mask [B, L]) -> loss per sequence [B].
 PerExampleLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -119,7 +129,6 @@ def small_gpt2(
     seed: int = 0,
 ) -> PreTrainedModel:
     """A randomly initialised GPT-2 (``transformers``) small enough to train on a laptop CPU in seconds."""
-    from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
     config = GPT2Config(
@@ -154,7 +163,6 @@ def small_masked_lm(
     words (measured on 600 public reports, 40% masking: after 6 epochs BERT's loss is 4.8 and it recovers 13%
     of masked tokens, DeBERTa's is 4.1; after 12 epochs DeBERTa's is 2.4 and it recovers 63%).
     """
-    from transformers import DebertaV2Config, DebertaV2ForMaskedLM
 
     torch.manual_seed(seed)
     config = DebertaV2Config(
@@ -307,10 +315,6 @@ def load_language_model(
 ) -> tuple[PreTrainedModel, Vocab]:
     """A causal or masked LM from a folder or hub id (``transformers``' auto classes; a missing head starts
     untrained), with its vocabulary, cut to ``public_texts``' tokens when its tokenizer is BERT-style."""
-    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-    from transformers.utils import logging as hf_logging
-
-    from dpcore.models import load_tokenizer, resolve_model_path
 
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # an encoder folder has no head: expected, it learns on public text

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from opacus import PrivacyEngine
+from opacus.data_loader import DPDataLoader
 from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
 
 from dpcore.attacks.lm import PerExampleLoss, pad
 from dpcore.models import quiet_checkpointing_deprecation
@@ -152,7 +155,6 @@ def train_lm(
 
 
 def _loader(sequences: Sequence[Sequence[int]], settings: TrainSettings, pad_id: int) -> Any:
-    from torch.utils.data import DataLoader, TensorDataset
 
     ids, mask = pad(sequences, pad_id=pad_id, max_length=settings.max_length)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -166,8 +168,6 @@ def _make_private(
     model: nn.Module, optimizer: Any, loader: Any, settings: TrainSettings, report: TrainReport
 ):
     """Opacus's engine, module, optimizer and Poisson loader, the noise calibrated to the target ε."""
-    from opacus import PrivacyEngine
-    from opacus.data_loader import DPDataLoader
 
     n = report.n
     report.delta = check_delta(settings.delta if settings.delta is not None else default_delta(n), n)

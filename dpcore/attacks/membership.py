@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_curve
 
 from dpcore.attacks.membership_losses import example_losses, splits_losses
 
@@ -168,7 +169,6 @@ def roc_points(
     *, member_scores: Sequence[float], nonmember_scores: Sequence[float]
 ) -> tuple[np.ndarray, ...]:
     """The ROC curve (FPR, TPR), from (0, 0) to (1, 1), one point per distinct score (scikit-learn's)."""
-    from sklearn.metrics import roc_curve
 
     s, t = _as_scores(member_scores, "member_scores"), _as_scores(nonmember_scores, "nonmember_scores")
     fpr, tpr, _ = roc_curve(np.r_[np.ones(s.size), np.zeros(t.size)], np.r_[s, t], drop_intermediate=False)

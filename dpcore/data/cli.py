@@ -18,7 +18,11 @@ from pathlib import Path
 
 import datasets
 
+from dpcore.data.ctrate import load_ct_rate
+from dpcore.data.generic import load_indiana, load_table
+from dpcore.data.mimic import load_mimic_cxr
 from dpcore.data.schema import dataset_meta
+from dpcore.data.synthetic import generate_reports
 
 
 def write_dataset(ds: datasets.Dataset | datasets.DatasetDict, out: str | Path) -> list[Path]:
@@ -85,7 +89,6 @@ def _summary(ds: datasets.Dataset | datasets.DatasetDict) -> str:
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from dpcore.data.synthetic import generate_reports
 
     _check_out(args.out)
     ds = generate_reports(
@@ -135,14 +138,10 @@ def run_load(args: argparse.Namespace) -> int:
     _check_options(args)
     src = args.source
     if src == "mimic-cxr":
-        from dpcore.data.mimic import load_mimic_cxr
-
         ds = load_mimic_cxr(
             reports=args.reports, labels=args.labels, split=args.split, missing_findings=args.missing_findings
         )
     elif src == "ct-rate":
-        from dpcore.data.ctrate import load_ct_rate
-
         ds = load_ct_rate(
             root=args.root,
             reports=args.reports_csv or (),
@@ -151,12 +150,8 @@ def run_load(args: argparse.Namespace) -> int:
             missing_findings="error" if args.missing_findings == "error" else "skip",
         )
     elif src == "indiana":
-        from dpcore.data.generic import load_indiana
-
         ds = load_indiana(args.path)
     else:
-        from dpcore.data.generic import load_table
-
         ds = load_table(
             args.path,
             text_column=args.text_column,

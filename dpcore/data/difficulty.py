@@ -15,6 +15,9 @@ from typing import Any
 
 import datasets
 import numpy as np
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import f1_score
 
 from dpcore.data.schema import binary_labels, dataset_meta
 from dpcore.data.splits import split_by_patient
@@ -28,9 +31,6 @@ def bow_baseline(
 ) -> dict[str, Any]:
     """Train one logistic regression per label on word counts of the Findings (patient-level 80/20
     split of ``ds``) and report test macro, weighted and per-label F1 against ``ds``'s labels."""
-    from sklearn.feature_extraction.text import CountVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.metrics import f1_score
 
     dd = split_by_patient(ds, fractions=(0.8, 0.0, 0.2), seed=seed)
     train, test = dd["train"], dd["test"]

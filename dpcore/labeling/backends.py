@@ -22,6 +22,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from dpcore.labeling.llm import is_loopback_url
 
 
@@ -42,7 +45,6 @@ class TransformersBackend:
     is_loopback = True
 
     def __init__(self, model: str, *, gguf_file: str | None = None, device: str = "cpu") -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
         self.tokenizer = AutoTokenizer.from_pretrained(model, **kwargs)
@@ -58,7 +60,6 @@ class TransformersBackend:
 
     def complete(self, messages: list[dict[str, str]], *, max_tokens: int) -> str:
         """Greedy completion of a chat."""
-        import torch
 
         ids = self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True

@@ -21,7 +21,10 @@ development suite (``dpcore/labeling/suite/``) and prints the accuracy per pheno
 from __future__ import annotations
 
 import argparse
+import datetime
+import json
 import logging
+import platform
 import sys
 from pathlib import Path
 
@@ -30,9 +33,19 @@ import pandas as pd
 
 from dpcore.data.schema import DataError
 from dpcore.data.tables import read_table
+from dpcore.labeling.backends import OpenAIBackend, TransformersBackend
 from dpcore.labeling.base import Teacher
 from dpcore.labeling.cache import LabelCache
 from dpcore.labeling.dataset import label_dataset_with_stats
+from dpcore.labeling.llm import LLMTeacher
+from dpcore.labeling.rules import RuleTeacher
+from dpcore.labeling.suite import (
+    archive_record,
+    describe_failure,
+    group_scores,
+    load_teacher_from,
+    run_suite,
+)
 from dpcore.labels import LABEL_SETS
 
 DEFAULT_CACHE = Path(".dpcore") / "labels.sqlite"
@@ -95,11 +108,7 @@ def read_reports(path: Path) -> datasets.Dataset:
 def make_teacher(args: argparse.Namespace) -> Teacher:
     """The teacher that the command-line options describe."""
     if args.teacher == "rules":
-        from dpcore.labeling.rules import RuleTeacher
-
         return RuleTeacher(label_set=args.label_set or "chexpert")
-    from dpcore.labeling.backends import OpenAIBackend, TransformersBackend
-    from dpcore.labeling.llm import LLMTeacher
 
     if args.smollm2:
         backend = TransformersBackend.smollm2()
@@ -178,18 +187,6 @@ def run_label(args: argparse.Namespace) -> int:
 
 def run_suite_command(args: argparse.Namespace) -> int:
     """Handler of ``dpcore label suite``: accuracy per phenomenon; exit status 0."""
-    import datetime
-    import json
-    import platform
-
-    from dpcore.labeling.rules import RuleTeacher
-    from dpcore.labeling.suite import (
-        archive_record,
-        describe_failure,
-        group_scores,
-        load_teacher_from,
-        run_suite,
-    )
 
     record: dict = {
         "provenance": {

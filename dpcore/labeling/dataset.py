@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import datasets
 from tqdm import tqdm
 
+from dpcore.data import dataset_meta
 from dpcore.labeling.base import LabelVector, Teacher
 from dpcore.labeling.cache import LabelCache
 
@@ -116,10 +117,6 @@ def label_dataset_with_stats(
 
 def source_is_credentialed(ds: datasets.Dataset) -> bool | None:
     """``credentialed`` from the dataset's dpcore metadata, or None when it carries none."""
-    try:
-        from dpcore.data import dataset_meta
-    except ImportError:  # pragma: no cover - dpcore.data is part of the package
-        return None
     try:
         return dataset_meta(ds).credentialed
     except ValueError:

@@ -25,12 +25,14 @@ dpcore.labeling.llm.ReplyError: missing keys: No Finding, Enlarged Cardiomediast
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from dpcore.labeling.base import LabelVector
 from dpcore.labels import LabelSet, get_label_set
@@ -137,8 +139,6 @@ def is_loopback_url(url: str) -> bool:
     >>> is_loopback_url("http://127.0.0.1:8000/v1"), is_loopback_url("https://api.example.com/v1")
     (True, False)
     """
-    import ipaddress
-    from urllib.parse import urlsplit
 
     host = (urlsplit(url).hostname or "").lower()
     if host == "localhost":

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from dpcore.labeling.base import LabelVector, Teacher
@@ -168,7 +170,6 @@ def archive_record(teacher: Teacher, results: Sequence[CaseResult]) -> dict[str,
 
 def read_archive() -> dict[str, Any]:
     """The archived "before" scores (``dpcore/labeling/suite/before.json``)."""
-    import json
 
     return json.loads(resources.files(SUITE_PACKAGE).joinpath(SUITE_DIR, BEFORE_FILE).read_text())
 
@@ -178,7 +179,6 @@ def phenomena_table(teachers: Sequence[Teacher], archive: dict[str, Any] | None 
 
     One row per (label set, phenomenon), ``all`` included; a pandas DataFrame.
     """
-    import pandas as pd
 
     archive = read_archive() if archive is None else archive
     rows = []

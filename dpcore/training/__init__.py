@@ -1,10 +1,15 @@
-"""The training engine for every mode, the Opacus wiring, and the typed result of a run.
+"""The engine: training for every mode, the Opacus wiring, and the typed result of a run.
+
+It sits above the foundations (configuration, labels, models, privacy accounting, metrics) and below the
+orchestration (:mod:`dpcore.pipeline`: data, teacher, warm start, results store), which calls it with
+prepared splits and, for a warm start, the initial weights.
 
 The contract with Opacus is a *per-example* loss: binary cross-entropy averaged over the labels gives a
 vector of shape ``[B]``; the loop reduces it with a mean (Opacus's ``loss_reduction="mean"``).
 
 One module a concern: :mod:`~dpcore.training.data` (encoding, padding, batches, the loss),
-:mod:`~dpcore.training.features` (frozen layers computed once), :mod:`~dpcore.training.units` (units of privacy),
+:mod:`~dpcore.training.features` (frozen layers computed once),
+:mod:`~dpcore.training.initial` (weights a run starts from, such as a public warm start's), :mod:`~dpcore.training.units` (units of privacy),
 :mod:`~dpcore.training.private` (Opacus),
 :mod:`~dpcore.training.engine` (optimiser, schedule, noise, budget), :mod:`~dpcore.training.loop` (epochs and
 steps), :mod:`~dpcore.training.checkpoints`, :mod:`~dpcore.training.evaluation`,
@@ -25,6 +30,7 @@ from dpcore.training.data import (
 from dpcore.training.engine import build_optimizer, resolve_device, seed_everything
 from dpcore.training.evaluation import predict, tune_thresholds
 from dpcore.training.features import _FEATURE_CACHE, frozen_features
+from dpcore.training.initial import InitialWeights
 from dpcore.training.loop import TrainingInterrupted
 from dpcore.training.private import PerExampleLoss, PrivateParts, make_private, reused_parameters, train_step
 from dpcore.training.result import EpochRecord, PrivacyReport, RunResult, library_versions
@@ -37,6 +43,7 @@ __all__ = [
     "_FEATURE_CACHE",
     "EncodedReports",
     "EpochRecord",
+    "InitialWeights",
     "PerExampleLoss",
     "PrivacyReport",
     "PrivacyUnits",

@@ -24,7 +24,8 @@ COVERED_NONE = "nothing: a non-private run has no privacy guarantee"
 DIAGNOSTICS: dict[str, str] = {
     "epochs.train_loss": "mean training loss per epoch, on private training reports without noise",
     "epochs.val_loss": "validation loss per epoch, on private validation reports without noise",
-    "metrics": "test metrics and their counts (support, F1, intervals), on private test reports without noise",
+    "metrics": "test and validation metrics and their counts (support, F1, intervals), on private reports "
+    "without noise",
     "data": "the exact number of reports in each split",
 }
 # Computed when the run does what the key names.

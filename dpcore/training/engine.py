@@ -10,10 +10,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
 from torch import nn
 
 from dpcore.config import RunConfig
-from dpcore.privacy import check_delta, default_delta, noise_for_epsilon
+from dpcore.privacy import check_delta, default_delta, epsilon_spent, noise_for_epsilon
 from dpcore.training.private import PrivateParts, make_private
 from dpcore.training.result import PrivacyReport
 
@@ -35,7 +37,6 @@ def distributed_context(device: torch.device) -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1
-    import torch.distributed as dist
 
     if device.type == "cuda" and device.index is None:
         # One GPU per process: "cuda" then means this process's own device (torchrun sets LOCAL_RANK).
@@ -84,7 +85,6 @@ def allowed_steps(
     history_step: tuple[float, float], budget: float, delta: float, accountant: str, total: int
 ) -> int:
     """The most steps of ``(sigma, q)`` whose epsilon stays within ``budget`` (at most ``total``)."""
-    from dpcore.privacy import epsilon_spent
 
     sigma, q = history_step
 
@@ -100,8 +100,14 @@ def allowed_steps(
     return lo
 
 
-def random_sources(*, seed: int, rank: int, secure: bool) -> dict[str, torch.Generator]:
+def random_sources(
+    *, seed: int, rank: int, secure: bool, noise_device: torch.device | str = "cpu"
+) -> dict[str, torch.Generator]:
     """The generators of the Poisson sampler and of the DP noise.
+
+    The sampler draws index sets on the CPU, where the reports are; the noise generator lives on
+    ``noise_device``, the trainable parameters' device, because Opacus draws the noise there with it (a CPU
+    generator cannot draw a CUDA tensor).
 
     Seeded from ``seed`` (a reproducible research run: whoever holds the seed, which the result publishes,
     can replay which reports each step drew and the noise itself), or, ``secure``, from the operating
@@ -114,7 +120,8 @@ def random_sources(*, seed: int, rank: int, secure: bool) -> dict[str, torch.Gen
     else:
         seeds = [seed * 1_000_003 + rank, seed * 1_000_003 + rank + 500_009]
     return {
-        name: torch.Generator().manual_seed(s) for name, s in zip(("sampler", "noise"), seeds, strict=True)
+        "sampler": torch.Generator(device="cpu").manual_seed(seeds[0]),
+        "noise": torch.Generator(device=torch.device(noise_device)).manual_seed(seeds[1]),
     }
 
 
@@ -138,8 +145,6 @@ def build_engine(
     engine = Engine(model, model, optimizer, scheduler, None, None, total_steps)
     if not cfg.is_private:
         if world > 1:
-            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-
             engine.model = DPDDP(model)  # only broadcasts the weights; gradients are averaged in train_step
         return engine
     p = cfg.privacy

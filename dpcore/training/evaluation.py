@@ -101,15 +101,15 @@ def evaluate_test(
     reference_column: str,
     label_names: list[str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Test metrics against the reference and the teacher, and what the thresholds were (with a warning
-    when they were tuned on private validation data)."""
+    """Test metrics against the reference and the teacher, validation metrics against the teacher, and what
+    the thresholds were (with a warning when they were tuned on private validation data)."""
     policy = cfg.teacher.uncertainty_policy
     eval_policy = "u-ones" if policy == "ignore" else policy
     threshold: float | list[float] = cfg.train.threshold
     extra: dict[str, Any] = {}
+    val_probs, _ = predict_reports(inner, enc["validation"], collate, device)
+    val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
     if cfg.train.threshold_policy == "validation":
-        val_probs, _ = predict_reports(inner, enc["validation"], collate, device)
-        val_truth = targets_from_labels(splits["validation"][label_column], policy=eval_policy)
         threshold = tune_thresholds(val_truth, val_probs)
         extra["thresholds"] = threshold
         if cfg.is_private:
@@ -125,6 +125,12 @@ def evaluate_test(
         "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
         "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
     }
+    if len(val_truth):
+        # Against the teacher, the only labels a real user has on validation reports: what schedules and
+        # other choices are made on (never on the test split).
+        metrics["validation_vs_teacher"] = evaluate(
+            val_truth, val_probs, label_names=label_names, threshold=threshold, n_resamples=0
+        )
     return metrics, extra
 
 

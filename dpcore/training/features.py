@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from dpcore.training.data import EncodedReports, pad_collate
+from dpcore.training.precision import autocast
 
 # Frozen-layer features by (weights, depth, token ids): the runs of a study that share a model and a corpus
 # compute them once per process, and a deeper split starts from a shallower one's output (a truncated model
@@ -20,14 +21,22 @@ _FEATURE_CACHE_BYTES = 6 * 2**30
 
 
 def frozen_features(
-    model: nn.Module, data: EncodedReports, *, device: torch.device, key: str, batch_size: int = 64
+    model: nn.Module,
+    data: EncodedReports,
+    *,
+    device: torch.device,
+    key: str,
+    batch_size: int = 64,
+    precision: str = "float32",
 ) -> EncodedReports:
     """``data`` with each report's token ids replaced by the output of ``model``'s frozen lower layers.
 
     Those layers never change in training, so their output is a fixed function of each report, computed
     once here (no privacy cost) instead of in every step. ``key`` names the weights (the model's path).
-    Reports run in length-sorted batches.
+    Reports run in length-sorted batches, under ``precision``'s arithmetic (features are kept in float32,
+    cached separately per precision).
     """
+    key = f"{key}|{precision}"
     ids_hash = hashlib.sha256(b"".join(x.numpy().tobytes() + b"|" for x in data.input_ids)).hexdigest()
     depth = model.first_trainable
     features = _FEATURE_CACHE.get((key, ids_hash, depth))
@@ -35,7 +44,8 @@ def frozen_features(
         shallower = [d for (k, h, d) in _FEATURE_CACHE if (k, h) == (key, ids_hash) and d < depth]
         start = max(shallower, default=0)
         inputs = _FEATURE_CACHE[(key, ids_hash, start)] if start else data.input_ids
-        features = _run_frozen(model, inputs, start=start, device=device, batch_size=batch_size)
+        with autocast(precision, device):
+            features = _run_frozen(model, inputs, start=start, device=device, batch_size=batch_size)
         _remember((key, ids_hash, depth), features)
     return EncodedReports(features, data.targets.numpy())
 
@@ -48,7 +58,7 @@ def _run_frozen(
     collate = pad_collate(0)
     for chunk in torch.argsort(lengths, stable=True).split(batch_size):
         batch, mask, _ = collate([(inputs[i], torch.zeros(0)) for i in chunk.tolist()])
-        hidden = model.frozen_features(batch.to(device), mask.to(device), start=start).cpu()
+        hidden = model.frozen_features(batch.to(device), mask.to(device), start=start).float().cpu()
         for row, i in enumerate(chunk.tolist()):
             out[i] = hidden[row, : lengths[i]].clone()
     return out

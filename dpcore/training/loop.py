@@ -45,6 +45,7 @@ class Loop:
     world: int
     save: Any  # (progress, seconds) -> None
     progress_bar: bool
+    precision: str = "float32"  # the forward pass's arithmetic (dpcore.training.precision)
 
     @property
     def poisson(self) -> bool:
@@ -108,6 +109,7 @@ class Loop:
                     logical_size=sum(len(c[0]) for c in chunks),
                     private=engine.private,
                     distributed=self.world > 1,
+                    precision=self.precision,
                 )
                 prog.loss_sum += float(sum(float(x.sum()) for x in losses))
                 prog.loss_count += sum(len(x) for x in losses)

@@ -8,12 +8,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
+from opacus.distributed import average_gradients
+from opacus.grad_sample.utils import prepare_module
+from opacus.optimizers import get_optimizer_class
+from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
+from opacus.validators import ModuleValidator
 from torch import nn
 
 from dpcore.models import (
     quiet_checkpointing_deprecation,
 )
 from dpcore.training.data import per_example_loss
+from dpcore.training.precision import autocast, float32_grad_samples
 
 
 class PerExampleLoss(nn.Module):
@@ -104,10 +111,6 @@ def make_private(
     The noise is drawn from ``noise_generator`` (None: torch's global generator); ``secure_mode`` is Opacus's
     noise robust to floating-point attacks (Mironov's).
     """
-    from opacus.grad_sample.utils import prepare_module
-    from opacus.optimizers import get_optimizer_class
-    from opacus.utils.fast_gradient_clipping_utils import DPLossFastGradientClipping
-    from opacus.validators import ModuleValidator
 
     if grad_sample_mode not in ("hooks", "ghost"):
         raise ValueError(f"grad_sample_mode must be 'hooks' or 'ghost', got {grad_sample_mode!r}")
@@ -127,8 +130,6 @@ def make_private(
         if errors:
             raise ValueError(f"the model cannot train under DP-SGD: {errors}")
         if distributed:
-            from opacus.distributed import DifferentiallyPrivateDistributedDataParallel as DPDDP
-
             model = DPDDP(model)
         kwargs: dict[str, Any] = {"max_grad_norm": max_grad_norm} if grad_sample_mode == "ghost" else {}
         module = prepare_module(
@@ -160,6 +161,7 @@ def train_step(
     logical_size: int,
     private: PrivateParts | None = None,
     distributed: bool = False,
+    precision: str = "float32",
 ) -> list[torch.Tensor]:
     """One optimisation step over a logical batch given as physical ``chunks`` (ids, mask, targets[, group]).
 
@@ -171,16 +173,18 @@ def train_step(
     A chunk's optional fourth tensor ``group`` numbers the privacy unit of each report within the chunk (the
     patient unit): the per-sample gradients of a unit's reports are averaged into one before clipping, so a
     unit, however many reports it has, contributes at most C (hooks only).
+
+    ``precision="bfloat16"`` runs the forward pass under autocast; the loss, the weights' gradients and (under
+    DP) the per-sample gradients are float32 before anything is clipped or noised.
     """
     losses: list[torch.Tensor] = []
     if private is None:
         for ids, mask, targets, *_ in chunks:
-            loss_vec = per_example_loss(model(ids, mask), targets)
+            with autocast(precision, ids.device):
+                loss_vec = per_example_loss(model(ids, mask), targets).float()
             (loss_vec.sum() / max(1, logical_size)).backward()
             losses.append(loss_vec.detach())
         if distributed:
-            from opacus.distributed import average_gradients
-
             for p in model.parameters():
                 if p.requires_grad and p.grad is None:
                     p.grad = torch.zeros_like(p)
@@ -201,15 +205,17 @@ def train_step(
     for k, (ids, mask, targets, *group) in enumerate(chunks):
         if group and private.criterion is not None:
             raise ValueError("privacy units of several reports need grad_sample_mode='hooks'")
-        logits = model(ids, mask)
+        with autocast(precision, ids.device):
+            logits = model(ids, mask)
         if private.criterion is not None:
             loss = private.criterion(logits, targets)
             loss.backward()
             losses.append(loss.loss_per_sample.detach())
         else:
-            loss_vec = per_example_loss(logits, targets)
+            loss_vec = per_example_loss(logits.float(), targets)
             loss_vec.mean().backward()
             losses.append(loss_vec.detach())
+            float32_grad_samples(optimizer.params)
             if group:
                 _merge_units(optimizer.params, group[0])
         if k < len(chunks) - 1:

@@ -10,7 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import opacus
+import peft
 import torch
+import transformers
 from torch import nn
 
 from dpcore import __version__
@@ -60,7 +63,7 @@ class PrivacyReport:
 
 @dataclass
 class RunResult:
-    """Everything a run leaves behind, JSON on disk (see :mod:`dpcore.results`)."""
+    """Everything a run leaves behind, JSON on disk (see :mod:`dpcore.pipeline.results`)."""
 
     config: dict[str, Any]
     config_hash: str
@@ -90,6 +93,12 @@ class RunResult:
     def weighted_f1(self) -> float:
         """Weighted F1 on the test split against the reference labels (the paper's metric)."""
         return self.metrics["test_vs_reference"]["f1"]["weighted"]
+
+    @property
+    def validation_weighted_f1(self) -> float | None:
+        """Weighted F1 on the validation split against the teacher: what choices are made on (outside ε)."""
+        val = self.metrics.get("validation_vs_teacher")
+        return None if val is None else val["f1"]["weighted"]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self) if f.name != "model"}
@@ -121,9 +130,6 @@ def _plain(value: Any) -> Any:
 
 
 def library_versions() -> dict[str, str]:
-    import opacus
-    import peft
-    import transformers
 
     return {
         "dpcore": __version__,

@@ -20,6 +20,7 @@ from dpcore.models import (
     load_tokenizer,
     parameter_counts,
     resolve_model_path,
+    set_attention,
 )
 from dpcore.privacy import group_privacy
 from dpcore.training.checkpoints import restore_progress, save_progress
@@ -34,7 +35,9 @@ from dpcore.training.engine import (
 )
 from dpcore.training.evaluation import evaluate_test, example_losses, peak_memory_mb
 from dpcore.training.features import frozen_features
+from dpcore.training.initial import InitialWeights
 from dpcore.training.loop import Loop
+from dpcore.training.precision import probe, resolve_precision
 from dpcore.training.result import PrivacyReport, RunResult, library_versions
 from dpcore.training.units import PrivacyUnits, max_reports_per_patient
 
@@ -51,6 +54,7 @@ def train(
     checkpoint_every: int | None = None,
     stop_after_steps: int | None = None,
     release: bool = False,
+    initial: InitialWeights | None = None,
 ) -> RunResult:
     """Train one configuration on ``splits`` (``train``/``validation``/``test``) and evaluate it.
 
@@ -68,7 +72,12 @@ def train(
     Under DP the unit of privacy is ``privacy_unit``: at ``patient`` the sampler draws patients and each
     patient's reports are one clipped contribution. ``release=True`` (a model saved to leave the machine)
     draws noise and sampling from the operating system's entropy unless ``privacy.secure`` says otherwise.
+
+    A configuration with a ``warm_start`` starts from ``initial`` (the public run's weights, which
+    :func:`dpcore.pipeline.train` trains first); the result records what those weights alone score on the
+    test split, the reference a private fine-tuning must beat.
     """
+    check_initial(cfg, initial)
     t_start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = resolve_device(cfg.train.device)
@@ -93,43 +102,35 @@ def train(
     # non-private epoch does (q = B / N would see B * ceil(N / B) of them: more, whenever B does not divide N).
     sample_rate = 1 / steps_per_epoch
     model = build_model(cfg.model, num_labels=len(label_names), mode=cfg.train.mode).to(device)
+    precision = run_precision(cfg, device)
+    attention = set_attention(model, cfg.model.attention, device)
     if model.first_trainable:
         t_features = time.perf_counter()
         key = resolve_model_path(cfg.model.model)
-        enc = {name: frozen_features(model, e, device=device, key=key) for name, e in enc.items()}
+        enc = {
+            name: frozen_features(model, e, device=device, key=key, precision=precision)
+            for name, e in enc.items()
+        }
         feature_seconds = time.perf_counter() - t_features
     else:
         feature_seconds = 0.0
     start: dict[str, Any] = {}
-    if cfg.train.warm_start:
-        from dpcore.warm_start import load_weights, warm_start
-
-        t_warm = time.perf_counter()
-        public = warm_start(cfg)
-        load_weights(model, public.weights)
-        # What the public model alone scores on this run's test split: the reference a private fine-tuning
-        # must beat to have learned anything from the private data.
+    if initial is not None:
+        initial.load_into(model)
         public_metrics, _ = evaluate_test(
             dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threshold_policy="fixed")),
             model,
             enc,
             splits,
-            pad_collate(tokenizer.pad_token_id or 0),
+            collate,
             device,
             label_column=label_column,
             reference_column=reference_column,
             label_names=label_names,
         )
-        start = {
-            "corpus": cfg.train.warm_start,
-            "reports": public.reports,
-            "config_hash": public.config_hash,
-            "public_test_weighted_f1": public.public_weighted_f1,
-            "test_vs_reference": public_metrics["test_vs_reference"],
-            "seconds": time.perf_counter() - t_warm,
-        }
+        start = {**initial.source, "test_vs_reference": public_metrics["test_vs_reference"]}
     secure = cfg.is_private and (cfg.privacy.secure if cfg.privacy.secure is not None else release)
-    generators = random_sources(seed=cfg.train.seed, rank=rank, secure=secure)
+    generators = random_sources(seed=cfg.train.seed, rank=rank, secure=secure, noise_device=device)
     engine = build_engine(
         cfg,
         model,
@@ -164,6 +165,7 @@ def train(
             folder, cfg, engine, generators, p, seconds, rank=rank, data_fingerprint=fingerprint
         ),
         progress_bar=progress and rank == 0,
+        precision=precision,
     )
     stop_reason, train_seconds = loop.run(
         prog, checkpoint_every=checkpoint_every, stop_after_steps=stop_after_steps, folder=folder
@@ -187,6 +189,10 @@ def train(
         "stop_reason": stop_reason,
         "world_size": world,
         "physical_batch_size": cfg.train.resolved_physical_batch_size,
+        # The forward pass's arithmetic, and (auto) what this machine's probe measured to choose it.
+        "precision": precision,
+        "attention": attention,
+        **({"precision_probe": probe(device.type).to_dict()} if cfg.train.precision == "auto" else {}),
         # The schedule actually run (the mode's defaults filled in).
         "schedule": {k: getattr(schedule, k) for k in MODE_DEFAULTS[cfg.train.mode]},
         **({"warm_start": start} if start else {}),
@@ -216,6 +222,27 @@ def train(
         outside_epsilon=outside_epsilon(private=cfg.is_private, extra=extra, privacy=privacy),
         model=engine.inner if keep_model else None,
     )
+
+
+def run_precision(cfg: RunConfig, device: torch.device) -> str:
+    """The forward pass's arithmetic: the configured one, or the probe's choice; float32 under ghost
+    clipping, whose per-sample norms are computed inside the backward pass (see the configuration)."""
+    ghost = cfg.is_private and cfg.privacy.resolved_grad_sample_mode(cfg.train.mode) == "ghost"
+    if ghost and cfg.train.precision == "auto":
+        return "float32"
+    return resolve_precision(cfg.train.precision, device)
+
+
+def check_initial(cfg: RunConfig, initial: InitialWeights | None) -> None:
+    """A warm-started configuration needs its initial weights, and initial weights need a configuration that
+    names them: the configuration's hash must describe the run that the results store keeps."""
+    if cfg.train.warm_start and initial is None:
+        raise ValueError(
+            f"warm_start={cfg.train.warm_start!r}: the engine starts from the public run's weights; train "
+            "through dpcore.pipeline.train, which trains the public warm start first"
+        )
+    if initial is not None and not cfg.train.warm_start:
+        raise ValueError("initial weights were given but the configuration names no warm_start")
 
 
 def privacy_units(cfg: RunConfig, train_split: datasets.Dataset, n: int) -> PrivacyUnits:

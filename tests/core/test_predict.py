@@ -12,8 +12,8 @@ import pytest
 from dpcore.cli import main
 from dpcore.data import generate_reports
 from dpcore.data.cli import write_dataset
-from dpcore.inference import OneDNNLinear, onednn_available
-from dpcore.saved_model import load_classifier, save_classifier
+from dpcore.release.inference import OneDNNLinear, onednn_available
+from dpcore.release.saved_model import load_classifier, save_classifier
 from dpcore.training import train
 
 
@@ -76,17 +76,28 @@ def test_no_id_column_numbers_rows_and_text_column_option(model, tmp_path):
 
 
 def test_fast_prediction_agrees_with_the_exact_model(model, csv, tmp_path):
-    """By default adapters are merged and linear layers run through oneDNN: float rounding, no more."""
-    fast = _predict(model, csv, tmp_path / "m.parquet", "--probabilities")
+    """In float32 the fast path merges adapters and runs linear layers through oneDNN: float rounding."""
+    fast = _predict(model, csv, tmp_path / "m.parquet", "--probabilities", "--precision", "float32")
     exact = _predict(model, csv, tmp_path / "u.parquet", "--probabilities", "--exact")
     p = [c for c in fast.columns if c.startswith("P(")]
     np.testing.assert_allclose(fast[p].to_numpy(), exact[p].to_numpy(), atol=1e-6, rtol=0)
     assert (fast[[c[2:-1] for c in p]].to_numpy() == exact[[c[2:-1] for c in p]].to_numpy()).mean() > 0.99
     if onednn_available():
-        swapped = load_classifier(model, fast=True).model.backbone.modules()
+        swapped = load_classifier(model, fast=True, precision="float32").model.backbone.modules()
         assert sum(isinstance(m, OneDNNLinear) for m in swapped) == 2 * (
             4 + 2
         )  # 2 layers: q, k, v, o, ffn x2
+
+
+def test_bfloat16_prediction_agrees_to_its_rounding(model, csv, tmp_path):
+    """bfloat16 autocast (what the probe picks on CPUs with bfloat16 units): same labels, close probabilities."""
+    half = _predict(model, csv, tmp_path / "b.parquet", "--probabilities", "--precision", "bfloat16")
+    exact = _predict(model, csv, tmp_path / "u.parquet", "--probabilities", "--exact")
+    p = [c for c in half.columns if c.startswith("P(")]
+    np.testing.assert_allclose(half[p].to_numpy(), exact[p].to_numpy(), atol=3e-2, rtol=0)
+    assert (half[[c[2:-1] for c in p]].to_numpy() == exact[[c[2:-1] for c in p]].to_numpy()).mean() > 0.97
+    assert load_classifier(model, fast=True, precision="bfloat16").precision == "bfloat16"
+    assert load_classifier(model, fast=False, precision="bfloat16").precision == "float32"  # exact: float32
 
 
 def _bad_inputs(model: Path, csv: Path, tmp: Path) -> list[tuple[list[str], str]]:

@@ -16,7 +16,7 @@ import yaml
 from dpcore.cli import main
 from dpcore.config import RunConfig
 from dpcore.models import load_tokenizer
-from dpcore.saved_model import HEAD, MANIFEST, load_classifier, probabilities, save_classifier
+from dpcore.release.saved_model import HEAD, MANIFEST, load_classifier, probabilities, save_classifier
 from dpcore.training import train
 
 # name -> (flat overrides of tiny_config, save with merge)
@@ -76,7 +76,10 @@ def test_reload_gives_identical_probabilities(saved, texts, kind):
 def test_fast_loading_agrees_to_float_rounding(saved, texts, kind):
     folder, expected, _ = saved[kind]
     np.testing.assert_allclose(
-        load_classifier(folder, fast=True).predict_proba(texts), expected, atol=1e-6, rtol=0
+        load_classifier(folder, fast=True, precision="float32").predict_proba(texts),
+        expected,
+        atol=1e-6,
+        rtol=0,
     )
 
 
@@ -90,7 +93,7 @@ def test_reload_in_a_fresh_process(saved, texts, tmp_path):
     pd.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "findings": texts}).to_csv(csv, index=False)
     script = (
         "import json, sys, numpy as np\n"
-        "from dpcore.saved_model import load_classifier\n"
+        "from dpcore.release.saved_model import load_classifier\n"
         "from dpcore.cli import main\n"
         "folders, texts = json.loads(sys.argv[1]), json.loads(sys.argv[2])\n"
         "np.savez(sys.argv[3], **{k: load_classifier(f).predict_proba(texts) for k, f in folders.items()})\n"

@@ -11,9 +11,10 @@ import pytest
 import yaml
 
 import dpcore.pipeline
-import dpcore.results
+import dpcore.pipeline.results
+import dpcore.pipeline.runs
 from dpcore.cli import main
-from dpcore.results import ResultStore
+from dpcore.pipeline.results import ResultStore
 from dpcore.study import (
     Study,
     StudyError,
@@ -47,7 +48,7 @@ GRID = {
 @pytest.fixture(autouse=True)
 def _fixed_fingerprint(monkeypatch):
     """Other edits of dpcore while the tests run must not invalidate the store between two passes."""
-    monkeypatch.setattr(dpcore.results, "code_fingerprint", lambda: "test-code")
+    monkeypatch.setattr(dpcore.pipeline.results, "code_fingerprint", lambda: "test-code")
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def write_study(folder: Path, data: dict, name: str = "grid") -> Path:
 def calls(monkeypatch) -> dict[str, list]:
     """Count what trains and what prepares splits (through the real functions)."""
     seen: dict[str, list] = {"train": [], "splits": []}
-    train, prepare = dpcore.pipeline.train, dpcore.pipeline.prepare_splits
+    train, prepare = dpcore.pipeline.runs.train, dpcore.pipeline.prepare_splits
 
     def counting_train(cfg, splits, **kwargs):
         seen["train"].append(cfg.config_hash())
@@ -77,7 +78,7 @@ def calls(monkeypatch) -> dict[str, list]:
         seen["splits"].append((cfg.data.data_seed, cfg.teacher.label_set))
         return prepare(cfg)
 
-    monkeypatch.setattr(dpcore.pipeline, "train", counting_train)
+    monkeypatch.setattr(dpcore.pipeline.runs, "train", counting_train)
     monkeypatch.setattr(dpcore.pipeline, "prepare_splits", counting_prepare)
     return seen
 
@@ -239,7 +240,7 @@ def test_a_killed_study_resumes(tiny_base, tmp_path, monkeypatch):
     lora, full = study.configs()
     store = ResultStore(tmp_path / "results")
     checkpoint = store.root / "checkpoints" / full.config_hash()
-    train = dpcore.pipeline.train
+    train = dpcore.pipeline.runs.train
     attempts: list[tuple[str, bool]] = []
 
     def killed_once(cfg, splits, **kwargs):
@@ -248,7 +249,7 @@ def test_a_killed_study_resumes(tiny_base, tmp_path, monkeypatch):
             return train(cfg, splits, stop_after_steps=1, **kwargs)
         return train(cfg, splits, **kwargs)
 
-    monkeypatch.setattr(dpcore.pipeline, "train", killed_once)
+    monkeypatch.setattr(dpcore.pipeline.runs, "train", killed_once)
     with pytest.raises(TrainingInterrupted):
         run_study(study, store=store, progress=False)
     assert store.get(lora) is not None and store.get(full) is None

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from dpcore.config import RunConfig
 from dpcore.models import build_model
 from dpcore.pipeline import run
-from dpcore.results import ResultStore
+from dpcore.pipeline.results import ResultStore
 from dpcore.training import (
     IGNORE,
     RunResult,

@@ -13,14 +13,22 @@ from pathlib import Path
 from dpcore.config import RunConfig
 from dpcore.training import RunResult
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # dpcore/
 
 
 # Modules that cannot change what a training run computes: commands, presentation, the attacks (which read
 # runs or train their own, never through the store) and the use of a saved model. Editing them must not
 # retrain every stored run of the book's studies.
-NOT_TRAINING = ("attacks/", "cli.py", "study_cli.py", "study_tables.py", "plots.py", "predict.py")
-NOT_TRAINING += ("predict_cli.py", "saved_model.py", "model_card.py", "inference.py", "__main__.py")
+# Folders end in "/" (everything below them).
+NOT_TRAINING = (
+    "attacks/",
+    "release/",
+    "cli.py",
+    "study/cli.py",
+    "study/tables.py",
+    "plots.py",
+    "__main__.py",
+)
 
 
 def code_fingerprint(*, scope: str = "training") -> str:
@@ -32,7 +40,9 @@ def code_fingerprint(*, scope: str = "training") -> str:
     digest = hashlib.sha256()
     for path in sorted(PACKAGE_DIR.rglob("*")):
         name = path.relative_to(PACKAGE_DIR).as_posix()
-        if scope == "training" and (name.startswith(NOT_TRAINING[0]) or name in NOT_TRAINING[1:]):
+        if scope == "training" and any(
+            name.startswith(part) if part.endswith("/") else name == part for part in NOT_TRAINING
+        ):
             continue
         if path.is_file() and path.suffix in {".py", ".yml", ".yaml", ".json", ".txt", ".csv"}:
             digest.update(name.encode())

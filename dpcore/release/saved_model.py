@@ -3,7 +3,7 @@
 The folder holds the trained weights (PEFT adapters in the LoRA modes, the whole encoder in the full modes or
 when adapters are merged), the head, the tokenizer, a manifest (``dpcore_classifier.json``: the resolved
 configuration, thresholds, label names, privacy report, what epsilon covers and what it does not, library
-versions) and a model card (``README.md``, see :mod:`dpcore.model_card`). The base encoder is referenced by
+versions) and a model card (``README.md``, see :mod:`dpcore.release.model_card`). The base encoder is referenced by
 name, not copied, unless the adapters are merged; its weights' SHA-256 is kept, so that adapters are never
 loaded onto a different encoder by mistake.
 
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from peft import PeftModel
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
-from dpcore.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
 from dpcore.models import (
     MultiLabelClassifier,
     load_backbone,
@@ -42,6 +42,9 @@ from dpcore.models import (
     quiet_checkpointing_deprecation,
     resolve_model_path,
 )
+from dpcore.release.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
+from dpcore.release.model_card import model_card
+from dpcore.training.precision import resolve_precision
 from dpcore.training.result import PrivacyReport, RunResult, library_versions
 
 FORMAT = "dpcore-classifier"
@@ -93,8 +96,6 @@ def save_classifier(result: RunResult, folder: str | Path, *, merge: bool = Fals
     load_tokenizer(cfg["model"]).save_pretrained(folder / TOKENIZER)
     manifest = build_manifest(result, weights=weights, base_sha256=_base_sha256(cfg["model"]))
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    from dpcore.model_card import model_card
-
     (folder / CARD).write_text(model_card(manifest))
     return folder
 
@@ -198,6 +199,7 @@ class SavedClassifier:
     privacy: PrivacyReport | None
     manifest: dict[str, Any]
     folder: Path
+    precision: str = "float32"  # the forward pass's arithmetic (bfloat16 only on the fast path)
 
     @property
     def max_length(self) -> int:
@@ -214,6 +216,7 @@ class SavedClassifier:
             max_length=self.max_length,
             batch_size=batch_size,
             sort_by_length=sort_by_length,
+            precision=self.precision,
         )
 
     def predict(self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
@@ -235,7 +238,7 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(
             f"model folder {folder}: not a saved dpcore classifier (no {MANIFEST}; "
-            "save one with `dpcore train --save-model` or dpcore.saved_model.save_classifier)"
+            "save one with `dpcore train --save-model` or dpcore.release.saved_model.save_classifier)"
         )
     try:
         manifest = json.loads(path.read_text())
@@ -279,14 +282,25 @@ def _check_base(manifest: dict[str, Any], folder: Path) -> str:
 
 
 def load_classifier(
-    folder: str | Path, *, merge: bool = False, fast: bool = False, device: str = "cpu"
+    folder: str | Path,
+    *,
+    merge: bool = False,
+    fast: bool = False,
+    device: str = "cpu",
+    precision: str = "auto",
 ) -> SavedClassifier:
     """Load a folder written by :func:`save_classifier`.
 
     By default the model computes exactly what the trained model did (bit for bit, on the same machine).
     ``merge=True`` merges LoRA adapters into the encoder; ``fast=True`` merges them and, on CPU, runs the
-    encoder's linear layers through oneDNN (see :mod:`dpcore.inference`). Both are faster, and their
+    encoder's linear layers through oneDNN (see :mod:`dpcore.release.inference`). Both are faster, and their
     probabilities agree with the exact model to float rounding (about 1e-6), not bit for bit.
+
+    On the fast path ``precision`` (``auto``: the start-up probe's choice for this machine, see
+    :mod:`dpcore.training.precision`) may be ``bfloat16``: autocast instead of the float32 oneDNN kernels,
+    faster where the CPU has bfloat16 matrix units, with probabilities that agree to bfloat16 rounding
+    (about 1e-2; the benchmark states the largest difference and label agreement). The exact path is
+    always float32.
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -307,7 +321,8 @@ def load_classifier(
     )
     model.head.load_state_dict(load_file(str(folder / HEAD)))
     model.to(device).eval()
-    if fast and device == "cpu":
+    chosen = resolve_precision(precision, torch.device(device)) if fast else "float32"
+    if fast and device == "cpu" and chosen == "float32":
         use_onednn_linear(model.backbone)
     privacy = manifest.get("privacy")
     known = {f.name for f in dataclasses.fields(PrivacyReport)}
@@ -321,4 +336,5 @@ def load_classifier(
         privacy=PrivacyReport(**{k: v for k, v in privacy.items() if k in known}) if privacy else None,
         manifest=manifest,
         folder=folder,
+        precision=chosen,
     )

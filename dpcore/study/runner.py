@@ -34,21 +34,9 @@ from tqdm import tqdm
 
 from dpcore import pipeline
 from dpcore.config import SECTIONS, RunConfig
-from dpcore.results import ResultStore
-from dpcore.study_tables import aggregate_seeds, describe, per_label_long, save_table, study_table
+from dpcore.pipeline.results import ResultStore
+from dpcore.study.tables import describe, study_table
 from dpcore.training import RunResult
-
-__all__ = [
-    "Study",
-    "StudyError",
-    "aggregate_seeds",
-    "describe",
-    "per_label_long",
-    "plan",
-    "run_study",
-    "save_table",
-    "study_table",
-]
 
 STUDY_KEYS = ("name", "description", "base", "axes", "profiles")
 PROFILE_KEYS = ("description", "base", "axes")

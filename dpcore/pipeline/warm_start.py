@@ -8,12 +8,13 @@ Training on public data spends no privacy; the private run's accountant starts f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from typing import Any
 
-import torch
-
 from dpcore.config import RunConfig
+from dpcore.pipeline.splits import prepare_splits
+from dpcore.training import InitialWeights
+from dpcore.training import train as train_engine
 
 # The public sample's data seed is the private corpus's seed plus this, so the two are different draws.
 PUBLIC_SEED_OFFSET = 1_000
@@ -22,17 +23,8 @@ PUBLIC_CORPORA = {"chexpert": "synthetic-cxr", "ctrate": "synthetic-ct"}
 NON_PRIVATE = {"dp-lora": "lora", "dp-full": "full"}
 
 
-@dataclass
-class WarmStart:
-    """The trainable weights after public training, and what that run was."""
-
-    weights: dict[str, torch.Tensor]
-    config_hash: str
-    reports: int
-    public_weighted_f1: float  # on the public corpus's own test split
-
-
-_CACHE: dict[str, WarmStart] = {}
+# Public runs trained in this process, by configuration hash: a study's DP runs share one warm start.
+_CACHE: dict[str, InitialWeights] = {}
 
 
 def public_config(cfg: RunConfig) -> RunConfig:
@@ -68,28 +60,22 @@ def public_config(cfg: RunConfig) -> RunConfig:
     return RunConfig.from_flat(flat)
 
 
-def warm_start(cfg: RunConfig) -> WarmStart:
-    """Train (once per process and public configuration) the public run of ``cfg`` and return its
-    trainable weights."""
-    from dpcore.pipeline import prepare_splits
-    from dpcore.training import train
-
+def warm_start(cfg: RunConfig) -> InitialWeights:
+    """Train (once per process and public configuration) the public run of ``cfg``; its trainable weights,
+    with what they are (corpus, reports, the public run's hash and its F1 on its own test split)."""
     public = public_config(cfg)
     key = public.config_hash()
     if key not in _CACHE:
-        result = train(public, prepare_splits(public), progress=False, keep_model=True)
+        t0 = time.perf_counter()
+        result = train_engine(public, prepare_splits(public), progress=False, keep_model=True)
         assert result.model is not None
         weights = {n: p.detach().clone() for n, p in result.model.named_parameters() if p.requires_grad}
-        _CACHE[key] = WarmStart(weights, key, public.data.n_reports, result.weighted_f1)
+        source = {
+            "corpus": cfg.train.warm_start,
+            "reports": public.data.n_reports,
+            "config_hash": key,
+            "public_test_weighted_f1": result.weighted_f1,
+            "seconds": time.perf_counter() - t0,
+        }
+        _CACHE[key] = InitialWeights(weights, source)
     return _CACHE[key]
-
-
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy ``weights`` into ``model``'s trainable parameters; every trainable parameter must be there."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    missing = sorted(set(params) - set(weights))
-    if missing:
-        raise ValueError(f"the warm start lacks trainable parameters {missing[:3]}...")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(weights[name])

@@ -20,13 +20,13 @@ import dataclasses
 import functools
 import hashlib
 import json
-import numbers
-import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from dpcore.config.values import check as _check
+from dpcore.config.values import coerce as _coerce
 from dpcore.labels import LABEL_SETS, UNCERTAINTY_POLICIES
 
 Mode = Literal["full", "lora", "dp-lora", "dp-full"]
@@ -42,6 +42,11 @@ DEFAULT_GRAD_SAMPLE_MODE: dict[str, str] = {"dp-lora": "hooks", "dp-full": "ghos
 # sorted by length and run in chunks of this size; it is still one clipped, noised step.
 DEFAULT_PHYSICAL_BATCH_SIZE: dict[str, int] = {"full": 32, "lora": 64, "dp-lora": 64, "dp-full": 32}
 THRESHOLD_POLICIES: tuple[str, ...] = ("fixed", "validation")
+ATTENTION_KERNELS: tuple[str, ...] = ("auto", "eager", "sdpa")
+# The forward pass's arithmetic: ``auto`` is bfloat16 autocast where a start-up probe measures it faster than
+# float32 on this machine (and agreeing), else float32 (dpcore.training.precision). Weights, per-sample
+# norms, clipping and noise stay float32 in every case.
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 # What one unit of privacy is: one report (the paper's setting), or one patient with all their reports.
 PRIVACY_UNITS: tuple[str, ...] = ("report", "patient")
 # Public data a run may warm-start from (see TrainConfig.warm_start).
@@ -55,11 +60,6 @@ MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "dp-lora": {"epochs": 10, "batch_size": 1024, "learning_rate": 5e-3, "head_learning_rate": 5e-2},
     "dp-full": {"epochs": 10, "batch_size": 1024, "learning_rate": 5e-4, "head_learning_rate": 5e-2},
 }
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -134,9 +134,24 @@ class ModelConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
+    # Dropout in the encoder and before the head while training: None keeps the checkpoint's own (0.1 for
+    # MiniLM and BERT). On a CPU dropout's random masks cost as much as the layer's matrix products (and
+    # keep attention off its fused kernel), and under DP the gradient already carries the mechanism's noise.
+    dropout: float | None = None
+    # The attention kernel: ``auto`` is PyTorch's fused SDPA on a GPU and the plain (eager) product on a
+    # CPU, where SDPA's backward pass is several times slower than the eager one's (measured in training).
+    attention: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "lora_targets", tuple(self.lora_targets))
+        _check(
+            self.attention in ATTENTION_KERNELS,
+            f"attention must be one of {ATTENTION_KERNELS}, got {self.attention!r}",
+        )
+        _check(
+            self.dropout is None or 0.0 <= self.dropout < 1.0,
+            f"dropout must be None or in [0, 1), got {self.dropout}",
+        )
         _check(
             self.num_layers is None or self.num_layers > 0,
             f"num_layers must be positive, got {self.num_layers}",
@@ -248,6 +263,7 @@ class TrainConfig:
     device: str = "auto"
     warm_start: str | None = None
     warm_start_reports: int = 2000
+    precision: str = "auto"
     # For the membership attack (dpcore.attacks.membership): the per-example losses of this many training
     # reports (members) and as many test reports (non-members) are kept in the result. A diagnostic of
     # private data outside epsilon; 0 keeps none.
@@ -274,6 +290,7 @@ class TrainConfig:
         _check(
             self.membership_sample >= 0, f"membership_sample must be 0 or more, got {self.membership_sample}"
         )
+        _check(self.precision in PRECISIONS, f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         _check(
             self.threshold_policy in THRESHOLD_POLICIES,
             f"threshold_policy must be one of {THRESHOLD_POLICIES}, got {self.threshold_policy!r}",
@@ -351,6 +368,14 @@ class RunConfig:
             "privacy_unit 'patient' needs grad_sample_mode 'hooks' (ghost clipping cannot add up a "
             "patient's reports before clipping)",
         )
+        _check(
+            not self.is_private
+            or self.train.precision != "bfloat16"
+            or p.resolved_grad_sample_mode(self.train.mode) == "hooks",
+            "precision 'bfloat16' under DP needs grad_sample_mode 'hooks': ghost clipping computes each "
+            "report's gradient norm inside the backward pass, in bfloat16, and a norm rounded low would let a "
+            "clipped gradient exceed max_grad_norm",
+        )
 
     @property
     def is_private(self) -> bool:
@@ -418,136 +443,6 @@ def field_types(kind: type) -> dict[str, Any]:
     """
     hints = typing.get_type_hints(kind)
     return {f.name: hints[f.name] for f in fields(kind)}
-
-
-_NONE_WORDS = ("none", "null", "~")
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """``value`` checked against the field's type hint and converted where the intent is plain; anything
-    else is a ValueError naming the field. Range and choice checks stay in the dataclasses.
-
-    Numbers written as text become numbers (YAML 1.1 reads ``1e-3``, without a dot, as a string), and
-    whole numbers given for float fields become floats, so ``epsilon=10`` and ``10.0`` hash alike. A
-    tuple field takes a list, or text with commas: ``lora_targets=query`` is the one name ``("query",)``,
-    ``lora_targets=query,value`` two.
-
-    >>> _coerce("learning_rate", "1e-3", float), _coerce("epsilon", 10, float | None)
-    (0.001, 10.0)
-    >>> _coerce("lora_targets", "query, value", tuple[str, ...])
-    ('query', 'value')
-    >>> _coerce("epochs", 2.7, int | None)
-    Traceback (most recent call last):
-    ...
-    ValueError: epochs must be a whole number, got 2.7
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return _coerce_union(key, value, args)
-    if value is None:
-        raise ValueError(f"{key} must be {_describe(hint)}, got None")
-    if origin is Literal:
-        _check(value in args, f"{key} must be one of {args}, got {value!r}")
-        return value
-    if origin in (tuple, list):
-        return _coerce_sequence(key, value, hint)
-    rule = _SCALARS.get(hint)
-    return value if rule is None else rule(key, value)  # other types: left to the dataclass
-
-
-def _coerce_union(key: str, value: Any, args: tuple[Any, ...]) -> Any:
-    options = [a for a in args if a is not type(None)]
-    takes_none = len(options) < len(args)
-    # Text "none"/"null" means None where the field could not hold that text anyway (papermill, --set).
-    if takes_none and (value is None or (_is_text(value, _NONE_WORDS) and str not in options)):
-        return None
-    errors = []
-    for option in options:
-        try:
-            return _coerce(key, value, option)
-        except ValueError as err:
-            errors.append(err)
-    if len(errors) == 1:
-        raise errors[0]
-    raise ValueError(f"{key} must be {' or '.join(_describe(a) for a in args)}, got {value!r}")
-
-
-def _coerce_sequence(key: str, value: Any, hint: Any) -> tuple | list:
-    args = typing.get_args(hint) or (Any, ...)
-    items = [part.strip() for part in value.split(",")] if isinstance(value, str) else value
-    _check(isinstance(items, list | tuple), f"{key} must be {_describe(hint)}, got {value!r}")
-    variadic = typing.get_origin(hint) is list or (len(args) == 2 and args[1] is Ellipsis)
-    kinds = [args[0]] * len(items) if variadic else list(args)
-    _check(
-        len(items) == len(kinds),
-        f"{key} must have {len(kinds)} values, got {len(items)}: {value!r}",
-    )
-    out = [_coerce(f"{key} item {i + 1}", v, t) for i, (v, t) in enumerate(zip(items, kinds, strict=True))]
-    _check(all(v != "" for v in out), f"{key} has an empty item: {value!r}")
-    return list(out) if typing.get_origin(hint) is list else tuple(out)
-
-
-def _to_int(key: str, value: Any) -> int:
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return int(value)  # numpy integers from a table become plain ints (JSON, the hash)
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-        return int(value)  # exact, however long
-    number = _to_float(key, value, what="a whole number")
-    _check(number.is_integer(), f"{key} must be a whole number, got {value!r}")
-    return int(number)
-
-
-def _to_float(key: str, value: Any, *, what: str = "a number") -> float:
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    raise ValueError(f"{key} must be {what}, got {value!r}")
-
-
-def _to_bool(key: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    _check(_is_text(value, ("true", "false")), f"{key} must be true or false, got {value!r}")
-    return value.strip().lower() == "true"
-
-
-def _to_str(key: str, value: Any) -> str:
-    # Numbers are refused rather than turned into text: ``data_path=2024`` should be quoted, not guessed.
-    hint = f" (quote it: '{value}')" if isinstance(value, int | float) and not isinstance(value, bool) else ""
-    _check(isinstance(value, str), f"{key} must be text, got {value!r}{hint}")
-    return value
-
-
-def _is_text(value: Any, words: Sequence[str]) -> bool:
-    return isinstance(value, str) and value.strip().lower() in words
-
-
-_SCALARS: dict[Any, Callable[[str, Any], Any]] = {
-    int: _to_int,
-    float: _to_float,
-    bool: _to_bool,
-    str: _to_str,
-}
-
-
-def _describe(hint: Any) -> str:
-    """A type hint in words, for messages."""
-    words = {int: "a whole number", float: "a number", bool: "true or false", str: "text", type(None): "None"}
-    if hint in words:
-        return words[hint]
-    origin = typing.get_origin(hint)
-    if origin in (tuple, list):
-        args = typing.get_args(hint)
-        if origin is tuple and args and (len(args) != 2 or args[1] is not Ellipsis):
-            return f"a list of {len(args)} values"
-        return f"a list of {_describe(args[0]) if args else 'values'}"
-    if origin in (typing.Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    return getattr(hint, "__name__", str(hint))
 
 
 def flat_parameter_names() -> list[str]:

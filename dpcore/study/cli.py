@@ -11,14 +11,20 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from dpcore.study import DEFAULT_PROFILE, Study, StudyError, plan, run_study, save_table, study_configs_table
+from dpcore.config import parse_overrides
+from dpcore.study.runner import (
+    DEFAULT_PROFILE,
+    Study,
+    plan,
+    run_study,
+    study_configs_table,
+)
+from dpcore.study.tables import save_table
 
 MAIN_COLUMNS = [
     "config_hash",
@@ -30,25 +36,6 @@ MAIN_COLUMNS = [
     "epsilon_rdp",
     "train_seconds",
 ]
-
-
-def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
-    """``key=value`` pairs, values read as YAML (``1e-3``, ``[query, value]``). The configuration then checks
-    each against its field's type: a list field takes one name or a comma list too (``lora_targets=query``).
-
-    >>> parse_overrides(["epochs=2", "lora_targets=[query, value]"])
-    {'epochs': 2, 'lora_targets': ['query', 'value']}
-    """
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise StudyError(f"--set expects key=value, got {pair!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise StudyError(f"--set {key.strip()}: cannot read {value!r}") from None
-    return out
 
 
 def _print(frame: pd.DataFrame) -> None:

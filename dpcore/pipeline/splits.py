@@ -1,7 +1,4 @@
-"""The flow of one experiment: reports -> teacher labels -> patient-level splits -> training.
-
-Each step is a plain function; notebooks and the command line call these and nothing else.
-"""
+"""The data half of an experiment: reports -> teacher labels -> patient-level splits, as plain functions."""
 
 from __future__ import annotations
 
@@ -12,8 +9,6 @@ import datasets
 from dpcore.config import DataConfig, RunConfig, TeacherConfig
 from dpcore.data import dataset_meta, generate_reports, split_by_patient
 from dpcore.labeling import RuleTeacher, label_dataset
-from dpcore.results import ResultStore
-from dpcore.training import RunResult, train
 
 SYNTHETIC = {"synthetic-cxr": "cxr", "synthetic-ct": "ct"}
 
@@ -62,23 +57,3 @@ def prepare_splits(cfg: RunConfig) -> datasets.DatasetDict:
     else:
         ds = label_dataset(ds, teacher=make_teacher(cfg.teacher), text_column=cfg.data.text_column)
     return split_by_patient(ds, fractions=cfg.data.split_fractions, seed=cfg.data.data_seed)
-
-
-def run(
-    cfg: RunConfig,
-    *,
-    store: ResultStore | None = None,
-    splits: datasets.DatasetDict | None = None,
-    progress: bool = True,
-    checkpoint_dir: str | Path | None = None,
-) -> RunResult:
-    """Train and evaluate ``cfg``, through ``store`` when given (a stored result is returned as it is).
-
-    With ``checkpoint_dir``, training saves its state there every epoch and resumes from it after a kill.
-    """
-
-    def fresh(c: RunConfig) -> RunResult:
-        data = splits if splits is not None else prepare_splits(c)
-        return train(c, data, progress=progress, checkpoint_dir=checkpoint_dir)
-
-    return store.get_or_run(cfg, fresh) if store is not None else fresh(cfg)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from dpcore.config import MODE_DEFAULTS
 from dpcore.training import RunResult
@@ -41,12 +42,16 @@ COLUMNS = [
     "n_train",
     *(f"{m}{suffix}" for m in METRICS for suffix in ("", "_lo", "_hi")),
     "macro_auroc",
+    "val_weighted_f1",
     "public_only_weighted_f1",
     "feature_seconds",
     "train_seconds",
     "peak_memory_mb",
     "epochs",
     "batch_size",
+    "learning_rate",
+    "head_learning_rate",
+    "precision",
 ]
 # The columns that identify a run (the rest are measurements); per_label_long keeps these.
 ID_COLUMNS = ["config_hash", "run", "corpus", "label_set", "model", "num_layers", "max_length", "mode"]
@@ -54,7 +59,8 @@ ID_COLUMNS += ["target_epsilon", "seed"]
 # Config fields the columns above already show (under these names or as what the run measured).
 _SHOWN = {"corpus", "label_set", "model", "num_layers", "max_length", "mode", "epsilon", "delta"}
 _SHOWN |= {"trainable_layers", "warm_start", "privacy_unit"}
-_SHOWN |= {"noise_multiplier", "seed", "epochs", "batch_size"}
+_SHOWN |= {"noise_multiplier", "seed", "epochs", "batch_size", "learning_rate", "head_learning_rate"}
+_SHOWN |= {"precision"}
 LABEL_PREFIX = "f1:"
 
 
@@ -111,6 +117,8 @@ def _row(result: RunResult) -> dict[str, Any]:
         row.update({f"{name}_f1": ref["f1"][name], f"{name}_f1_lo": _num(lo), f"{name}_f1_hi": _num(hi)})
     row.update(
         macro_auroc=_num(ref["auroc"]["macro"]),
+        # Against the teacher on the validation split: what schedules are chosen on (outside ε).
+        val_weighted_f1=_num(result.validation_weighted_f1),
         # What the public warm start alone scores on this run's test split (the private run must beat it).
         public_only_weighted_f1=_num(
             (result.extra.get("warm_start") or {}).get("test_vs_reference", {}).get("f1", {}).get("weighted")
@@ -120,6 +128,9 @@ def _row(result: RunResult) -> dict[str, Any]:
         peak_memory_mb=result.peak_memory_mb,
         epochs=schedule.get("epochs"),
         batch_size=schedule.get("batch_size"),
+        learning_rate=schedule.get("learning_rate"),
+        head_learning_rate=schedule.get("head_learning_rate"),
+        precision=result.extra.get("precision", "float32"),
     )
     row.update({LABEL_PREFIX + k: v for k, v in ref["f1"]["per_label"].items()})
     return row
@@ -155,7 +166,6 @@ def aggregate_seeds(table: pd.DataFrame, *, by: Sequence[str], level: float = 0.
     """Mean weighted / micro / macro F1 per group of ``by`` (the rows of a group being its seeds), with a
     t-interval over seeds, or the run's own bootstrap interval where a group has one run (``interval``
     says which); ``n_seeds`` counts the rows."""
-    from scipy import stats
 
     missing = [c for c in by if c not in table.columns]
     if missing:

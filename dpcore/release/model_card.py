@@ -221,7 +221,7 @@ def _results_section(m: dict[str, Any]) -> list[str]:
 
 
 def model_card(m: dict[str, Any]) -> str:
-    """The card's text for manifest ``m`` (see :func:`dpcore.saved_model.build_manifest`)."""
+    """The card's text for manifest ``m`` (see :func:`dpcore.release.saved_model.build_manifest`)."""
     mode = m["config"]["train"]["mode"]
     head = yaml.safe_dump(front_matter(m), sort_keys=False, allow_unicode=True)
     body = [
@@ -248,7 +248,7 @@ def model_card(m: dict[str, Any]) -> str:
         "## Use",
         "",
         "```python",
-        "from dpcore.saved_model import load_classifier",
+        "from dpcore.release.saved_model import load_classifier",
         "clf = load_classifier('THIS_FOLDER')",
         "probs = clf.predict_proba(['Small left pleural effusion.'])",
         "```",

@@ -22,10 +22,11 @@ from typing import Any
 import datasets
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from dpcore.data.schema import DataError
 from dpcore.data.tables import cell_text, read_table
-from dpcore.saved_model import (
+from dpcore.release.saved_model import (
     DEFAULT_BATCH_SIZE,
     SavedClassifier,
     load_classifier,
@@ -145,6 +146,7 @@ def predict_file(
     with_probabilities: bool = False,
     fast: bool = True,
     progress: bool = True,
+    precision: str = "auto",
 ) -> dict[str, Any]:
     """Predict every report of ``input`` with the classifier in folder ``model``; write ``output``.
 
@@ -153,13 +155,12 @@ def predict_file(
     probabilities agree with the exact model to float rounding). Returns a summary (counts, seconds,
     reports per second).
     """
-    from tqdm.auto import tqdm
 
     out = check_output(output)
     manifest = read_manifest(model)  # a wrong folder fails before the input is read
     column = text_column or manifest["text_column"]
     reports = read_reports(input, text_column=column, id_column=id_column)
-    classifier = load_classifier(model, fast=fast)
+    classifier = load_classifier(model, fast=fast, precision=precision)
     t0 = time.perf_counter()
     with tqdm(total=len(reports.texts), unit="report", disable=not progress, file=sys.stderr) as bar:
         probs = probabilities(
@@ -169,6 +170,7 @@ def predict_file(
             max_length=classifier.max_length,
             batch_size=batch_size,
             progress=bar,
+            precision=classifier.precision,
         )
     seconds = time.perf_counter() - t0
     write_frame(prediction_frame(reports, probs, classifier, with_probabilities=with_probabilities), out)
@@ -177,4 +179,5 @@ def predict_file(
         "output": str(out),
         "seconds": round(seconds, 3),
         "reports_per_second": round(len(reports.texts) / seconds, 1) if seconds > 0 else None,
+        "precision": classifier.precision,
     }
