@@ -5,9 +5,10 @@ Run: ``python benchmarks/bench_predict.py [--n 2000] [--ratio-n 300] [--threads 
 A LoRA classifier of the default configuration is saved untrained (random adapters and head: the speed of a
 forward pass does not depend on the weights' values), then ``predict_file`` labels ``--n`` synthetic reports
 from a CSV exactly as ``dpcore predict`` does (adapters merged, linear layers through oneDNN, length-sorted
-batches, ``inference_mode``, one batch per thread): that is the headline figure. Ratios, on the first
-``--ratio-n`` reports in the same process, each the best of two passes: the default prediction vs the exact
-model (``--exact``), split into merged vs separate adapters and oneDNN vs torch's default linear kernel;
+batches, ``inference_mode``, one batch per thread, bfloat16 where the start-up probe picks it): that is the
+headline figure. Ratios, on the first
+``--ratio-n`` reports in the same process, each the best of two passes: the float32 fast path vs the exact
+model (``--exact``), bfloat16 vs that float32 fast path, split into merged vs separate adapters and oneDNN vs torch's default linear kernel;
 length-sorted vs input-order batches; ``--threads`` vs one thread; one batch per thread vs torch's threads
 inside each operation; and, for information only, int8 dynamic quantisation (which ``predict`` does not
 use: it changes the probabilities, and the benchmark says by how much). Wall time and process CPU time are
@@ -123,12 +124,14 @@ def ratios(folder: Path, texts: list[str], *, batch_size: int) -> dict[str, Any]
     apart, torch's default kernels)."""
     from dpcore.release.saved_model import load_classifier
 
-    fast = load_classifier(folder, fast=True)
+    fast = load_classifier(folder, fast=True, precision="float32")
+    half = load_classifier(folder, fast=True, precision="bfloat16")
     merged = load_classifier(folder, merge=True)
     exact = load_classifier(folder)
     kw = {"max_length": fast.max_length, "batch_size": batch_size}
     tok = fast.tokenizer
     p_fast, r_fast, c_fast = rate(fast.model, tok, texts, **kw)
+    p_half, r_half, _ = rate(half.model, tok, texts, precision="bfloat16", **kw)
     p_merged, r_merged, _ = rate(merged.model, tok, texts, **kw)
     p_exact, r_exact, _ = rate(exact.model, tok, texts, **kw)
     _, r_unsorted, _ = rate(fast.model, tok, texts, sort_by_length=False, **kw)
@@ -142,6 +145,9 @@ def ratios(folder: Path, texts: list[str], *, batch_size: int) -> dict[str, Any]
     return {
         "ratio_reports": len(texts),
         "fast_vs_exact": round(r_fast / r_exact, 2),
+        # What `auto` picks on a CPU with bfloat16 units (see benchmarks/bench_precision.py for a trained model).
+        "bfloat16_vs_float32_fast": round(r_half / r_fast, 2),
+        "bfloat16_max_abs_probability_difference": float(np.abs(p_half - p_exact).max()),
         "merged_vs_separate_adapters": round(r_merged / r_exact, 2),
         "onednn_vs_default_linear": round(r_fast / r_merged, 2),
         "fast_max_abs_probability_difference": float(np.abs(p_fast - p_exact).max()),
@@ -168,6 +174,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     from dpcore.data import generate_reports
     from dpcore.release.predict import predict_file
+    from dpcore.training.precision import cpu_flags
 
     load_before = os.getloadavg()
     reports = generate_reports(kind="cxr", n=args.n, seed=0)
@@ -192,6 +199,8 @@ def main() -> None:
     gflop = gflop_per_report(lengths)
     out = {
         "model": "minilm-l6 + LoRA (default configuration), as dpcore predict runs it",
+        "precision": summary["precision"],
+        "cpu_flags": list(cpu_flags()),
         "reports": args.n,
         "reports_per_s": summary["reports_per_second"],
         "bar_reports_per_s": BAR,

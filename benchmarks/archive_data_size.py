@@ -1,0 +1,73 @@
+"""Train the `data_size` study's `scale`-profile runs that the quick build does not (the larger sizes) and
+write their results to book/archive/data_size/ (one RunResult JSON each), with provenance beside them.
+
+Run from the repository root: ``python benchmarks/archive_data_size.py [--threads 2]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from dpcore.pipeline import ResultStore, run
+from dpcore.study import Study
+from dpcore.training.precision import cpu_flags
+
+OUT = Path("book/archive/data_size")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", default="results", help="the results store the runs go through")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    study = Study.load("data_size")
+    quick = {c.config_hash() for c in study.configs("quick")}
+    todo = [c for c in study.configs("scale") if c.config_hash() not in quick]
+    OUT.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(args.results)
+    runs = []
+    for cfg in todo:
+        t0 = time.perf_counter()
+        result = run(cfg, store=store, progress=False)
+        result.save(OUT / f"{cfg.config_hash()}.json")
+        runs.append(
+            {
+                "config_hash": cfg.config_hash(),
+                "n_reports": cfg.data.n_reports,
+                "mode": cfg.train.mode,
+                "epsilon": cfg.privacy.epsilon,
+                "seconds": round(time.perf_counter() - t0, 1),
+                "weighted_f1": round(result.weighted_f1, 4),
+            }
+        )
+        print(json.dumps(runs[-1]), flush=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "dpcore", "studies"], capture_output=True, text=True
+        ).stdout.strip()
+    )
+    provenance = {
+        "command": "python benchmarks/archive_data_size.py",
+        "commit": commit,
+        "uncommitted_changes_in_dpcore_or_studies": dirty,
+        "machine": platform.processor() or platform.machine(),
+        "cpu_flags": list(cpu_flags()),
+        "torch_threads": args.threads,
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+        "runs": runs,
+    }
+    (OUT / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
