@@ -37,7 +37,7 @@ KEY = "dpcore_build_key"
 SUMMARY_CHAPTERS = ("course_guide",)
 # The studies the chapters read, trained before any chapter runs. Shallow model splits first: a deeper split
 # carries their frozen features on instead of recomputing them.
-STUDIES = ("model_size", "grid", "ct_length")
+STUDIES = ("model_size", "grid", "ct_length", "data_size")
 
 
 class NotebookFailed(RuntimeError):

@@ -25,11 +25,25 @@ def test_the_deepest_model_size_runs_are_grid_runs(profile):
 
 
 def test_the_ct_length_run_at_the_grids_length_is_the_grids_run():
-    grid = _hashes("grid", "quick", corpus="synthetic-ct", mode="lora", trainable_layers=1)
+    grid = _hashes("grid", "quick", corpus="synthetic-ct", mode="lora", trainable_layers=1, seed=0)
     assert len(grid) == 1 and grid <= _hashes("ct_length", "quick")
 
 
-@pytest.mark.parametrize("name", ["grid", "model_size", "ct_length"])
+def test_the_data_size_runs_at_the_grids_size_are_grid_runs():
+    grid = _hashes("grid", "quick", corpus="synthetic-cxr", seed=0, warm_start=None, privacy_unit="report")
+    shared = _hashes("data_size", "quick", n_reports=2000)
+    assert len(shared) == 3 and shared <= grid
+
+
+def test_the_data_size_scale_profile_holds_the_quick_profile_and_larger_sizes():
+    quick = Study.load(STUDIES / "data_size.yml").configs("quick")
+    scale = Study.load(STUDIES / "data_size.yml").configs("scale")
+    assert {c.config_hash() for c in quick} <= {c.config_hash() for c in scale}
+    sizes = sorted({c.data.n_reports for c in scale})
+    assert len(sizes) >= 4 and sizes[-1] >= 10 * sizes[0]  # at least four sizes spanning 10x
+
+
+@pytest.mark.parametrize("name", ["grid", "model_size", "ct_length", "data_size"])
 @pytest.mark.parametrize("profile", ["quick", "paper", "smoke"])
 def test_every_profile_of_every_study_expands_to_valid_runs(name, profile):
     configs = Study.load(STUDIES / f"{name}.yml").configs(profile)
