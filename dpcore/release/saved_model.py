@@ -41,6 +41,7 @@ from dpcore.models import (
     load_tokenizer,
     quiet_checkpointing_deprecation,
     resolve_model_path,
+    set_attention,
 )
 from dpcore.release.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
 from dpcore.release.model_card import model_card
@@ -161,6 +162,9 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
         "text_column": cfg["data"]["text_column"],
         "max_length": cfg["model"]["max_length"],
         "pooling": cfg["model"]["pooling"],
+        # The attention kernel the model was trained and evaluated with: the exact path reloads with it, so
+        # that its probabilities are bit for bit the trained model's (kernels differ in the last bits).
+        "attention": result.extra.get("attention"),
         "config": cfg,
         "config_hash": result.config_hash,
         "data": dict(result.data),
@@ -321,6 +325,8 @@ def load_classifier(
     )
     model.head.load_state_dict(load_file(str(folder / HEAD)))
     model.to(device).eval()
+    if not fast and manifest.get("attention"):
+        set_attention(model, manifest["attention"], torch.device(device))
     chosen = resolve_precision(precision, torch.device(device)) if fast else "float32"
     if fast and device == "cpu" and chosen == "float32":
         use_onednn_linear(model.backbone)

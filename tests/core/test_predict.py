@@ -43,7 +43,9 @@ def _predict(model: Path, source: Path, out: Path, *extra: str) -> pd.DataFrame:
 
 
 def test_csv_in_chexpert_convention_in_input_order(model, reports, csv, tmp_path):
-    frame = _predict(model, csv, tmp_path / "pred.csv", "--probabilities", "--batch-size", "7")
+    frame = _predict(
+        model, csv, tmp_path / "pred.csv", "--probabilities", "--batch-size", "7", "--precision", "float32"
+    )
     clf = load_classifier(model)
     names = clf.label_names
     assert list(frame.columns) == ["id", *names, *(f"P({n})" for n in names)]
