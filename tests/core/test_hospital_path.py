@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
 from dpcore.cli import main
 from dpcore.data import generate_reports
 from dpcore.release.saved_model import CARD, MANIFEST
+from dpcore.training.private import FROZEN_INPUT_HOOK_WARNING, quiet_frozen_input_hooks
 
 EMPTY_EVERY = 6  # every sixth report of the export has no Findings, as real exports do
 INDIANA_COLUMNS = ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"]
@@ -124,3 +126,23 @@ def test_predict_on_the_export_with_its_empty_rows(hospital, capsys):
     assert (frame.loc[empty, "status"] == "empty text").all() and (frame.loc[~empty, "status"] == "ok").all()
     labels = [c for c in frame.columns if c not in ("uid", "status")]
     assert frame.loc[empty, labels].isna().all().all() and frame.loc[~empty, labels].notna().all().all()
+
+
+def _hooked_backward() -> None:
+    """PyTorch's own warning: a full backward hook on a module none of whose inputs requires grad."""
+    layer = torch.nn.Linear(2, 1)
+    layer.register_full_backward_hook(lambda *_: None)
+    layer(torch.ones(1, 2)).sum().backward()
+
+
+def test_only_the_backward_hook_warning_is_filtered():
+    with warnings.catch_warnings(record=True) as bare:
+        warnings.simplefilter("always")
+        _hooked_backward()
+    assert [str(w.message) for w in bare if str(w.message).startswith(FROZEN_INPUT_HOOK_WARNING)]
+    with warnings.catch_warnings(record=True) as quiet:
+        warnings.simplefilter("always")
+        with quiet_frozen_input_hooks():
+            _hooked_backward()
+            warnings.warn("another warning", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in quiet] == ["another warning"]
