@@ -298,7 +298,8 @@ def one_run_audit(
         canary_kind=CANARY_KIND,
         scores=scores.tolist(),
         inclusion=inclusion.tolist(),
-        weighted_f1=result.weighted_f1,
+        # NaN, as unmeasured, where the corpus has no reference labels.
+        weighted_f1=math.nan if result.weighted_f1 is None else result.weighted_f1,
         seconds=time.perf_counter() - t0,
         model=result.model if keep_model else None,
     )

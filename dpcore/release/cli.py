@@ -20,10 +20,12 @@ from dpcore.release.predict import predict_file
 
 DESCRIPTION = """\
 Label reports with a saved classifier. INPUT is a CSV / TSV / JSONL / Parquet file or a corpus folder (as
-`dpcore corpus load` writes). The output holds the report ids (the `id` column when the input has one, else
-`row`: 1 is the first row after the header) and one column per label in the CheXpert convention: 1 positive,
-0 negative. A binary classifier gives no -1 (uncertain) or blank (not mentioned) values: every label of every
-report is decided at the model's saved thresholds. --probabilities adds a P(label) column per label. The
+`dpcore corpus load` writes). The output holds every input row in input order: the report ids (the `id` column
+when the input has one, else `row`: 1 is the first row after the header), one column per label in the CheXpert
+convention: 1 positive, 0 negative, and a `status` column. A binary classifier gives no -1 (uncertain) or blank
+(not mentioned) values: every label of every report it reads is decided at the model's saved thresholds. A row
+with empty text is not read: its labels are blank and its status says `empty text` (the printed summary counts
+such rows); --strict refuses such an input instead. --probabilities adds a P(label) column per label. The
 report text is not copied. The output format follows OUTPUT's extension (.csv, .jsonl, .parquet)."""
 
 
@@ -63,6 +65,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "faster on this CPU (probabilities then agree to about 1e-2; the summary says which ran); --exact "
         "is always float32",
     )
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse an input with any empty text (default: write such rows blank, with status 'empty text')",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_predict)
 
@@ -88,6 +95,7 @@ def run_predict(args: argparse.Namespace) -> int:
         fast=not args.exact,
         precision=args.precision,
         progress=not args.no_progress,
+        strict=args.strict,
     )
     print(json.dumps(summary), file=sys.stdout)
     return 0

@@ -207,13 +207,33 @@ def _coverage_section(m: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
+NO_REFERENCE_NOTE = (
+    "No reference labels: the training corpus has none (the teacher is the only labeler), so no accuracy "
+    "against reference labels was measured. The figures below are agreement with the teacher's labels on the "
+    "test split, not accuracy: a model can agree with a wrong teacher."
+)
+
+
+def _metric_name(key: str) -> str:
+    """A results-table row name.
+
+    >>> _metric_name("test_vs_teacher_f1_weighted")
+    'test agreement with teacher f1 weighted'
+    """
+    return key.replace("test_vs_teacher", "test agreement with teacher").replace("_", " ")
+
+
 def _results_section(m: dict[str, Any]) -> list[str]:
     lines = ["## Results (outside epsilon)", ""]
     metrics = m.get("metrics") or {}
+    if m.get("reference_labels") is False:
+        # Manifests saved before 'reference_labels' existed have no such key: they keep their old table.
+        metrics = {k: v for k, v in metrics.items() if not k.startswith("test_vs_reference")}
+        lines += [NO_REFERENCE_NOTE, ""]
     if not metrics:
         return [*lines, "No test metrics were recorded.", ""]
     lines += ["| metric | value |", "|---|---|"]
-    lines += [f"| {k.replace('_', ' ')} | {v:.4f} |" for k, v in metrics.items()]
+    lines += [f"| {_metric_name(k)} | {v:.4f} |" for k, v in metrics.items()]
     if m["threshold_source"] == "validation":
         pairs = ", ".join(f"{n} {t:g}" for n, t in zip(m["label_names"], m["thresholds"], strict=True))
         return [*lines, "", f"Decision thresholds (tuned per label on validation): {pairs}.", ""]

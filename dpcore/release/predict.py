@@ -1,8 +1,10 @@
 """Predict with a saved classifier on a file of reports: CSV / JSONL / Parquet, or a corpus folder.
 
-Output: the report ids (or row numbers) and one column per label, ``1`` positive or ``0`` negative (the
-CheXpert convention of :mod:`dpcore.labels`; a binary classifier gives no ``-1`` uncertain or blank values),
-and on request each label's probability (``P(label)``). Report text is never copied to the output.
+Output: every input row in input order, with the report ids (or row numbers), one column per label, ``1``
+positive or ``0`` negative (the CheXpert convention of :mod:`dpcore.labels`; a binary classifier gives no
+``-1`` uncertain values), on request each label's probability (``P(label)``), and ``status``: ``ok``, or why
+the row was not predicted (``empty text``: its labels and probabilities are blank). Real exports always have
+some empty sections; ``strict=True`` refuses such an input instead. Report text is never copied to the output.
 
 >>> check_output("predictions.xlsx")
 Traceback (most recent call last):
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +39,8 @@ from dpcore.release.saved_model import (
 
 OUTPUT_SUFFIXES = (".csv", ".jsonl", ".parquet")
 ROW_COLUMN = "row"  # the id of each output row when the input has no id column (1 = first row after header)
+STATUS_COLUMN = "status"
+OK, EMPTY = "ok", "empty text"  # a row's status: predicted, or why not
 
 
 @dataclass
@@ -46,6 +51,17 @@ class Reports:
     ids: list[Any] | None
     id_column: str | None
     source: str
+    # Each row's status: OK, or why it is not predicted (EMPTY); the model sees the OK rows only.
+    status: list[str] | None = None
+
+    @property
+    def statuses(self) -> list[str]:
+        return self.status if self.status is not None else [OK] * len(self.texts)
+
+    @property
+    def predictable(self) -> list[int]:
+        """Indices of the rows the model reads."""
+        return [i for i, s in enumerate(self.statuses) if s == OK]
 
 
 def check_output(path: str | Path) -> Path:
@@ -77,11 +93,14 @@ def _columns(path: Path) -> tuple[dict[str, Sequence[Any]], list[str]]:
     return {c: frame[c].tolist() for c in frame.columns}, list(frame.columns)
 
 
-def read_reports(path: str | Path, *, text_column: str, id_column: str | None = None) -> Reports:
+def read_reports(
+    path: str | Path, *, text_column: str, id_column: str | None = None, strict: bool = False
+) -> Reports:
     """Texts (and ids) from ``path``; ``id_column`` None takes ``id`` when the input has one.
 
-    Refuses an input without rows, without ``text_column``, or with an empty text (naming the first such
-    row): a prediction on no text would still say 0 or 1 for every label.
+    Refuses an input without rows or without ``text_column``. A row with empty text gets status
+    ``empty text`` (a prediction on no text would still say 0 or 1 for every label); ``strict`` refuses the
+    input instead, naming the first such row.
     """
     path = Path(path)
     columns, names = _columns(path)
@@ -93,7 +112,7 @@ def read_reports(path: str | Path, *, text_column: str, id_column: str | None = 
     if not texts:
         raise DataError("no reports to predict", file=str(path))
     empty = [i for i, t in enumerate(texts, start=1) if not t.strip()]
-    if empty:
+    if empty and strict:
         raise DataError(
             f"empty text ({len(empty)} of {len(texts)} rows); drop those rows or choose another "
             "--text-column",
@@ -103,22 +122,35 @@ def read_reports(path: str | Path, *, text_column: str, id_column: str | None = 
         )
     id_column = id_column or ("id" if "id" in columns else None)
     ids = list(columns[id_column]) if id_column else None
-    return Reports(texts=texts, ids=ids, id_column=id_column, source=str(path))
+    status = [EMPTY if not t.strip() else OK for t in texts]
+    return Reports(texts=texts, ids=ids, id_column=id_column, source=str(path), status=status)
 
 
 def prediction_frame(
     reports: Reports, probs: np.ndarray, classifier: SavedClassifier, *, with_probabilities: bool = False
 ) -> pd.DataFrame:
-    """Ids, one 1/0 column per label and, on request, ``P(label)`` columns, in the input's order."""
+    """Ids, one 1/0 column per label, on request ``P(label)`` columns, and ``status``, in the input's order.
+
+    ``probs`` holds the predictable rows only (:attr:`Reports.predictable`, in order); the others are blank.
+    """
     key = reports.id_column or ROW_COLUMN
     ids = reports.ids if reports.ids is not None else list(range(1, len(reports.texts) + 1))
     frame = pd.DataFrame({key: ids})
-    labels = classifier.labels(probs)
+    rows = reports.predictable
+    n_labels = len(classifier.label_names)
+    labels = np.zeros((len(rows), n_labels), dtype=np.int8)
+    if rows:
+        labels = classifier.labels(probs)
     for j, name in enumerate(classifier.label_names):
-        frame[name] = labels[:, j]
+        column = pd.Series(pd.NA, index=frame.index, dtype="Int8")
+        column.iloc[rows] = labels[:, j]
+        frame[name] = column
     if with_probabilities:
         for j, name in enumerate(classifier.label_names):
-            frame[f"P({name})"] = probs[:, j]
+            column = pd.Series(np.nan, index=frame.index, dtype="float32")
+            column.iloc[rows] = probs[:, j] if rows else []
+            frame[f"P({name})"] = column
+    frame[STATUS_COLUMN] = reports.statuses
     return frame
 
 
@@ -147,26 +179,29 @@ def predict_file(
     fast: bool = True,
     progress: bool = True,
     precision: str = "auto",
+    strict: bool = False,
 ) -> dict[str, Any]:
     """Predict every report of ``input`` with the classifier in folder ``model``; write ``output``.
 
     ``text_column`` None is the column the model was trained on. ``fast`` merges LoRA adapters into the
     encoder in memory and runs its linear layers through oneDNN on CPU (see :func:`load_classifier`:
-    probabilities agree with the exact model to float rounding). Returns a summary (counts, seconds,
-    reports per second).
+    probabilities agree with the exact model to float rounding). Rows with empty text are written blank with
+    their status (``strict`` refuses the input instead). Returns a summary (rows, rows predicted, rows not
+    predicted by reason, seconds, reports per second).
     """
 
     out = check_output(output)
     manifest = read_manifest(model)  # a wrong folder fails before the input is read
     column = text_column or manifest["text_column"]
-    reports = read_reports(input, text_column=column, id_column=id_column)
+    reports = read_reports(input, text_column=column, id_column=id_column, strict=strict)
     classifier = load_classifier(model, fast=fast, precision=precision)
+    texts = [reports.texts[i] for i in reports.predictable]
     t0 = time.perf_counter()
-    with tqdm(total=len(reports.texts), unit="report", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=len(texts), unit="report", disable=not progress, file=sys.stderr) as bar:
         probs = probabilities(
             classifier.model,
             classifier.tokenizer,
-            reports.texts,
+            texts,
             max_length=classifier.max_length,
             batch_size=batch_size,
             progress=bar,
@@ -174,10 +209,14 @@ def predict_file(
         )
     seconds = time.perf_counter() - t0
     write_frame(prediction_frame(reports, probs, classifier, with_probabilities=with_probabilities), out)
+    not_predicted = Counter(s for s in reports.statuses if s != OK)
     return {
         "reports": len(reports.texts),
+        "predicted": len(texts),
+        # Rows written blank, by the reason in their status column.
+        "not_predicted": dict(sorted(not_predicted.items())),
         "output": str(out),
         "seconds": round(seconds, 3),
-        "reports_per_second": round(len(reports.texts) / seconds, 1) if seconds > 0 else None,
+        "reports_per_second": round(len(texts) / seconds, 1) if seconds > 0 else None,
         "precision": classifier.precision,
     }

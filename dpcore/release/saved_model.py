@@ -169,6 +169,8 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
         "config_hash": result.config_hash,
         "data": dict(result.data),
         "metrics": _metric_summary(result.metrics),
+        # False for a corpus without reference labels: the card then reports agreement with the teacher only.
+        "reference_labels": result.has_reference_labels,
         "privacy": dataclasses.asdict(result.privacy) if result.privacy is not None else None,
         "covered_by_epsilon": result.covered_by_epsilon,
         "outside_epsilon": dict(result.outside_epsilon),
@@ -185,7 +187,7 @@ def _metric_summary(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key in ("test_vs_reference", "test_vs_teacher"):
         for avg in ("weighted", "micro", "macro"):
-            value = metrics.get(key, {}).get("f1", {}).get(avg)
+            value = (metrics.get(key) or {}).get("f1", {}).get(avg)
             if value is not None:
                 out[f"{key}_f1_{avg}"] = float(value)
     return out

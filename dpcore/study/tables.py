@@ -82,6 +82,12 @@ def describe(flats: Sequence[Mapping[str, Any]], *, order: Sequence[str] = ()) -
     return [" ".join(f"{k}={_value(f[k])}" for k in keys if f.get(k) is not None) for f in flats]
 
 
+_NO_REFERENCE: dict[str, Any] = {
+    "f1": {**dict.fromkeys(F1_FAMILY), "per_label": {}},
+    "auroc": {"macro": None},
+}
+
+
 def _num(value: Any) -> float:
     return math.nan if value is None else float(value)
 
@@ -92,7 +98,8 @@ def _flat(config: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
 
 def _row(result: RunResult) -> dict[str, Any]:
     flat = _flat(result.config)
-    ref = result.metrics["test_vs_reference"]
+    # A corpus without reference labels has no metrics against them: NaN in the table, never 0.
+    ref = result.metrics.get("test_vs_reference") or _NO_REFERENCE
     ci = ref.get("f1_ci") or {}
     privacy = result.privacy
     schedule = {**MODE_DEFAULTS.get(flat["mode"], {}), **{k: v for k, v in flat.items() if v is not None}}
@@ -114,14 +121,17 @@ def _row(result: RunResult) -> dict[str, Any]:
     }
     for name in F1_FAMILY:
         lo, hi = ci.get(name) or (None, None)
-        row.update({f"{name}_f1": ref["f1"][name], f"{name}_f1_lo": _num(lo), f"{name}_f1_hi": _num(hi)})
+        f1 = _num(ref["f1"][name])
+        row.update({f"{name}_f1": f1, f"{name}_f1_lo": _num(lo), f"{name}_f1_hi": _num(hi)})
     row.update(
         macro_auroc=_num(ref["auroc"]["macro"]),
         # Against the teacher on the validation split: what schedules are chosen on (outside ε).
         val_weighted_f1=_num(result.validation_weighted_f1),
         # What the public warm start alone scores on this run's test split (the private run must beat it).
         public_only_weighted_f1=_num(
-            (result.extra.get("warm_start") or {}).get("test_vs_reference", {}).get("f1", {}).get("weighted")
+            ((result.extra.get("warm_start") or {}).get("test_vs_reference") or {})
+            .get("f1", {})
+            .get("weighted")
         ),
         feature_seconds=result.timings.get("feature_seconds", 0.0),
         train_seconds=result.timings.get("train_seconds"),

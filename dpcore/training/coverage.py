@@ -94,10 +94,14 @@ def run_summary(result: Any) -> dict[str, Any]:
         )
     diagnostics: dict[str, Any] = {
         "note": "computed from private data without noise; the epsilon above does not cover these",
+        # None (and said why) when the corpus has no reference labels; agreement with the teacher always.
         "test_weighted_f1": result.weighted_f1,
+        "test_weighted_f1_vs_teacher": result.teacher_weighted_f1,
         "train_loss_last_epoch": result.epochs[-1].train_loss if result.epochs else None,
         "val_loss_last_epoch": result.epochs[-1].val_loss if result.epochs else None,
     }
+    if not result.has_reference_labels:
+        diagnostics["reference_labels"] = result.metrics.get("no_reference", "none")
     if p is not None:
         diagnostics.update(
             training_units=p.units,

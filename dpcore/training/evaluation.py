@@ -1,5 +1,10 @@
 """Predictions and test metrics: probabilities in length-sorted batches, thresholds, the test split scored
-against the reference labels and the teacher."""
+against the reference labels and the teacher.
+
+A corpus without reference labels (a hospital's own reports: every value of the reference column is
+``None``, the teacher is the only labeler) has no ``test_vs_reference`` metrics: the key holds ``None``,
+never a score computed against labels that do not exist.
+"""
 
 from __future__ import annotations
 
@@ -72,6 +77,19 @@ def example_losses(
     return _sorted_outputs(model, data, collate, device, batch_size)[1]
 
 
+# Why a result has no metrics against the reference labels (results, summaries and the model card say it).
+NO_REFERENCE = "no reference labels: the corpus has none (the teacher is the only labeler)"
+
+
+def has_reference_labels(rows: Any) -> bool:
+    """Whether any report of ``rows`` (label vectors) carries a reference label value (not ``None``).
+
+    >>> has_reference_labels([[None, None], [None, 0]]), has_reference_labels([[None, None]])
+    (True, False)
+    """
+    return any(v is not None for row in rows for v in row)
+
+
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray) -> list[float]:
     """Per-label thresholds that maximise F1 on ``(y_true, probs)`` (a grid from 0.05 to 0.95)."""
     grid = np.linspace(0.05, 0.95, 19)
@@ -119,12 +137,16 @@ def evaluate_test(
             )
     probs, _ = predict_reports(inner, enc["test"], collate, device)
     test = splits["test"]
-    reference = targets_from_labels(test[reference_column], policy=eval_policy)
     teacher = targets_from_labels(test[label_column], policy=eval_policy)
-    metrics = {
-        "test_vs_reference": evaluate(reference, probs, label_names=label_names, threshold=threshold),
-        "test_vs_teacher": evaluate(teacher, probs, label_names=label_names, threshold=threshold),
-    }
+    metrics: dict[str, Any] = {"test_vs_reference": None}
+    if reference_column in test.column_names and has_reference_labels(test[reference_column]):
+        reference = targets_from_labels(test[reference_column], policy=eval_policy)
+        metrics["test_vs_reference"] = evaluate(
+            reference, probs, label_names=label_names, threshold=threshold
+        )
+    else:
+        metrics["no_reference"] = NO_REFERENCE
+    metrics["test_vs_teacher"] = evaluate(teacher, probs, label_names=label_names, threshold=threshold)
     if len(val_truth):
         # Against the teacher, the only labels a real user has on validation reports: what schedules and
         # other choices are made on (never on the test split).

@@ -3,7 +3,10 @@ logical batch run in physical chunks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,28 @@ class PerExampleLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return per_example_loss(logits, targets)
+
+
+# PyTorch's warning when a full backward hook's module has no input that requires grad: here the lowest
+# trained module (a LoRA adapter, or the first trained layer over frozen features) reads frozen activations.
+# Its first sentence, exactly (the documentation link that follows has moved between PyTorch versions).
+FROZEN_INPUT_HOOK_WARNING = (
+    "Full backward hook is firing when gradients are computed with respect to module outputs since no inputs "
+    "require gradients."
+)
+
+
+@contextmanager
+def quiet_frozen_input_hooks() -> Iterator[None]:
+    """Silence that one warning, by its exact text, around a DP backward pass.
+
+    It is harmless: the warning says the hook's ``grad_input`` will be None. Opacus's per-sample-gradient
+    hooks read only ``grad_output`` (the backprops) and the saved activations, never ``grad_input``, and
+    frozen inputs need no gradient. Every other warning still shows.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=re.escape(FROZEN_INPUT_HOOK_WARNING), category=UserWarning)
+        yield
 
 
 @dataclass
@@ -209,11 +234,13 @@ def train_step(
             logits = model(ids, mask)
         if private.criterion is not None:
             loss = private.criterion(logits, targets)
-            loss.backward()
+            with quiet_frozen_input_hooks():
+                loss.backward()
             losses.append(loss.loss_per_sample.detach())
         else:
             loss_vec = per_example_loss(logits.float(), targets)
-            loss_vec.mean().backward()
+            with quiet_frozen_input_hooks():
+                loss_vec.mean().backward()
             losses.append(loss_vec.detach())
             float32_grad_samples(optimizer.params)
             if group:

@@ -90,9 +90,22 @@ class RunResult:
         return self.config["train"]["mode"]
 
     @property
-    def weighted_f1(self) -> float:
-        """Weighted F1 on the test split against the reference labels (the paper's metric)."""
-        return self.metrics["test_vs_reference"]["f1"]["weighted"]
+    def has_reference_labels(self) -> bool:
+        """Whether the test split had reference labels to score against (a hospital's own corpus has none)."""
+        return self.metrics.get("test_vs_reference") is not None
+
+    @property
+    def weighted_f1(self) -> float | None:
+        """Weighted F1 on the test split against the reference labels (the paper's metric); ``None`` when the
+        corpus has no reference labels (see :attr:`teacher_weighted_f1` for agreement with the teacher)."""
+        ref = self.metrics.get("test_vs_reference")
+        return None if ref is None else ref["f1"]["weighted"]
+
+    @property
+    def teacher_weighted_f1(self) -> float | None:
+        """Weighted F1 on the test split against the teacher's labels: agreement with the teacher."""
+        teacher = self.metrics.get("test_vs_teacher")
+        return None if teacher is None else teacher["f1"]["weighted"]
 
     @property
     def validation_weighted_f1(self) -> float | None:

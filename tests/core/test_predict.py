@@ -3,6 +3,7 @@ ids carried through in input order, and bad input as one line on stderr with exi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def test_csv_in_chexpert_convention_in_input_order(model, reports, csv, tmp_path
     )
     clf = load_classifier(model)
     names = clf.label_names
-    assert list(frame.columns) == ["id", *names, *(f"P({n})" for n in names)]
+    assert list(frame.columns) == ["id", *names, *(f"P({n})" for n in names), "status"]
+    assert set(frame["status"]) == {"ok"}
     assert frame["id"].tolist() == list(reports["id"])  # length-sorted batches, written in input order
     labels = frame[names].to_numpy()
     assert set(np.unique(labels)) <= {0, 1}  # 1 positive, 0 negative; never -1 or blank
@@ -117,7 +119,7 @@ def _bad_inputs(model: Path, csv: Path, tmp: Path) -> list[tuple[list[str], str]
         (["--model", str(tmp / "notmodel"), str(csv), "-o", out], "not a saved dpcore classifier"),
         ([*m, str(csv), "-o", out, "--text-column", "report"], "field report: no such column"),
         ([*m, str(tmp / "header.csv"), "-o", out], "no reports to predict"),
-        ([*m, str(tmp / "blank.csv"), "-o", out], "row 2, field findings: empty text"),
+        ([*m, str(tmp / "blank.csv"), "-o", out, "--strict"], "row 2, field findings: empty text"),
         ([*m, str(tmp / "reports.txt"), "-o", out], "unknown input format"),
         ([*m, str(csv), "-o", str(tmp / "out.xlsx")], "unknown output format '.xlsx'"),
         ([*m, str(tmp / "nothing.csv"), "-o", out], "file not found"),
@@ -139,3 +141,48 @@ def test_help_explains_the_convention(capsys):
         main(["predict", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "no -1 (uncertain) or blank" in text and "1 positive, 0 negative" in text
+
+
+def test_empty_rows_are_written_blank_with_their_status(model, tmp_path, capsys):
+    """A real export has empty sections: every row comes back in input order; empty ones blank, counted."""
+    source = tmp_path / "export.csv"
+    findings = ["No effusion.", "", "Mild pulmonary edema.", "   ", None, "Heart size normal."]
+    pd.DataFrame({"uid": [11, 12, 13, 14, 15, 16], "findings": findings}).to_csv(source, index=False)
+    out = tmp_path / "out.csv"
+    argv = ["predict", "--model", str(model), str(source), "-o", str(out), "--no-progress"]
+    assert main([*argv, "--id-column", "uid", "--probabilities"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["reports"] == 6 and summary["predicted"] == 3
+    assert summary["not_predicted"] == {"empty text": 3}
+    frame = pd.read_csv(out)
+    names = load_classifier(model).label_names
+    assert frame["uid"].tolist() == [11, 12, 13, 14, 15, 16]
+    assert frame["status"].tolist() == ["ok", "empty text", "ok", "empty text", "empty text", "ok"]
+    blank = frame["status"] == "empty text"
+    assert frame.loc[blank, [*names, *(f"P({n})" for n in names)]].isna().all().all()
+    assert set(np.unique(frame.loc[~blank, names].to_numpy())) <= {0, 1}
+    # The rows read are predicted exactly as a file of those rows alone.
+    alone = tmp_path / "alone.csv"
+    pd.DataFrame({"uid": [11, 13, 16], "findings": [findings[0], findings[2], findings[5]]}).to_csv(
+        alone, index=False
+    )
+    reference = _predict(model, alone, tmp_path / "alone_out.csv", "--id-column", "uid", "--probabilities")
+    capsys.readouterr()
+    np.testing.assert_allclose(
+        frame.loc[~blank, [f"P({n})" for n in names]].to_numpy(),
+        reference[[f"P({n})" for n in names]].to_numpy(),
+        atol=1e-6,
+    )
+    # --strict keeps the refusal, and writes nothing.
+    out.unlink()
+    assert main([*argv, "--strict"]) == 2
+    assert "row 2, field findings: empty text (3 of 6 rows)" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_every_row_empty_is_written_not_refused(model, tmp_path, capsys):
+    source = tmp_path / "empty.jsonl"
+    source.write_text('{"findings": ""}\n{"findings": null}\n')
+    frame = _predict(model, source, tmp_path / "out.jsonl")
+    assert json.loads(capsys.readouterr().out)["predicted"] == 0
+    assert frame["row"].tolist() == [1, 2] and frame["status"].tolist() == ["empty text"] * 2
