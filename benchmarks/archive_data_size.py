@@ -33,6 +33,13 @@ def main() -> None:
     todo = [c for c in study.configs("scale") if c.config_hash() not in quick]
     OUT.mkdir(parents=True, exist_ok=True)
     store = ResultStore(args.results)
+    # The code the runs train with: read before any of them starts (a later commit is not theirs).
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = bool(
+        subprocess.run(
+            ["git", "status", "--porcelain", "dpcore", "studies"], capture_output=True, text=True
+        ).stdout.strip()
+    )
     runs = []
     for cfg in todo:
         t0 = time.perf_counter()
@@ -49,12 +56,6 @@ def main() -> None:
             }
         )
         print(json.dumps(runs[-1]), flush=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(
-        subprocess.run(
-            ["git", "status", "--porcelain", "dpcore", "studies"], capture_output=True, text=True
-        ).stdout.strip()
-    )
     provenance = {
         "command": "python benchmarks/archive_data_size.py",
         "commit": commit,
