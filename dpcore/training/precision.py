@@ -47,7 +47,8 @@ class Probe:
         return self.float32_seconds / self.bfloat16_seconds
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "speedup": self.speedup}
+        """JSON-ready (lists, not tuples: a result read back from JSON compares equal)."""
+        return {**asdict(self), "cpu_flags": list(self.cpu_flags), "speedup": self.speedup}
 
 
 def cpu_flags() -> tuple[str, ...]:

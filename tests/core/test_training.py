@@ -103,8 +103,9 @@ def test_one_private_step_moves_lora_and_head_and_nothing_else(tiny_config, tiny
 
 def test_dp_switched_off_equals_plain_training(tiny_config, tiny_splits):
     """No noise, a clipping bound no gradient reaches, fixed batches: DP-SGD is plain SGD."""
-    # The two modes' tuned learning rates differ; the comparison needs the same ones.
-    same = {"lora_dropout": 0.0, "learning_rate": 5e-3, "head_learning_rate": 3e-2}
+    # The two modes' tuned learning rates differ; the comparison needs the same ones. float32: under bfloat16
+    # the two paths round in different places (the mechanism's float32 arithmetic is tested apart).
+    same = {"lora_dropout": 0.0, "learning_rate": 5e-3, "head_learning_rate": 3e-2, "precision": "float32"}
     plain = train(tiny_config.replace(mode="lora", **same), tiny_splits, progress=False, keep_model=True)
     dp = train(
         tiny_config.replace(
@@ -149,7 +150,7 @@ def test_result_round_trips_through_json(tiny_config, tiny_splits, tmp_path):
     path = result.save(tmp_path / "r.json")
     again = RunResult.load(path)
     assert again.to_dict() == result.to_dict()
-    assert set(again.metrics) == {"test_vs_reference", "test_vs_teacher"}
+    assert set(again.metrics) == {"test_vs_reference", "test_vs_teacher", "validation_vs_teacher"}
     assert set(again.metrics["test_vs_reference"]["f1"]) == {"weighted", "micro", "macro", "per_label"}
 
 
