@@ -33,7 +33,6 @@ from dpcore.release.saved_model import (
     DEFAULT_BATCH_SIZE,
     SavedClassifier,
     load_classifier,
-    probabilities,
     read_manifest,
 )
 
@@ -198,15 +197,7 @@ def predict_file(
     texts = [reports.texts[i] for i in reports.predictable]
     t0 = time.perf_counter()
     with tqdm(total=len(texts), unit="report", disable=not progress, file=sys.stderr) as bar:
-        probs = probabilities(
-            classifier.model,
-            classifier.tokenizer,
-            texts,
-            max_length=classifier.max_length,
-            batch_size=batch_size,
-            progress=bar,
-            precision=classifier.precision,
-        )
+        probs = classifier.predict_proba(texts, batch_size=batch_size, progress=bar)
     seconds = time.perf_counter() - t0
     write_frame(prediction_frame(reports, probs, classifier, with_probabilities=with_probabilities), out)
     not_predicted = Counter(s for s in reports.statuses if s != OK)

@@ -212,9 +212,15 @@ class SavedClassifier:
         return int(self.manifest["max_length"])
 
     def predict_proba(
-        self, texts: Sequence[str], *, batch_size: int = DEFAULT_BATCH_SIZE, sort_by_length: bool = True
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        sort_by_length: bool = True,
+        progress: Any = None,
     ) -> np.ndarray:
-        """Probabilities ``[len(texts), labels]`` (float32), in the order of ``texts``."""
+        """Probabilities ``[len(texts), labels]`` (float32), in the order of ``texts``; ``progress`` (a tqdm
+        bar) advances by each batch's reports."""
         return probabilities(
             self.model,
             self.tokenizer,
@@ -222,6 +228,7 @@ class SavedClassifier:
             max_length=self.max_length,
             batch_size=batch_size,
             sort_by_length=sort_by_length,
+            progress=progress,
             precision=self.precision,
         )
 
