@@ -313,7 +313,7 @@ def quiet_checkpointing_deprecation() -> Iterator[None]:
 
 def add_lora(backbone: PreTrainedModel, cfg: ModelConfig, *, first_layer: int = 0) -> PeftModel:
     """Wrap ``backbone`` with LoRA adapters on ``cfg.lora_targets`` (in layers ``first_layer`` and up);
-    only the adapters train."""
+    only the adapters train (their B alone with ``cfg.lora_freeze_a``)."""
     depth = len(encoder_layers(backbone)) if first_layer else 0
     lora = LoraConfig(
         r=cfg.lora_r,
@@ -324,7 +324,12 @@ def add_lora(backbone: PreTrainedModel, cfg: ModelConfig, *, first_layer: int = 
         bias="none",
     )
     with quiet_checkpointing_deprecation():
-        return get_peft_model(backbone, lora)
+        model = get_peft_model(backbone, lora)
+    if cfg.lora_freeze_a:
+        for name, p in model.named_parameters():
+            if ".lora_A." in name:
+                p.requires_grad_(False)
+    return model
 
 
 def first_trainable_layer(backbone: nn.Module, trainable_layers: int | None) -> int:

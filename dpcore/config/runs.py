@@ -134,6 +134,10 @@ class ModelConfig:
     lora_alpha: float = 16.0
     lora_dropout: float = 0.0
     lora_targets: tuple[str, ...] = ("query", "key", "value", "dense")
+    # Keep each adapter's A at its random (data-independent) initialisation and train B alone (FFA-LoRA,
+    # Sun et al., ICLR 2024): under DP-SGD the noise on A and on B multiply in the product BA, and half the
+    # adapters' coordinates stop taking noise; the update becomes linear in what trains.
+    lora_freeze_a: bool = False
     # Dropout in the encoder and before the head while training: None keeps the checkpoint's own (0.1 for
     # MiniLM and BERT). On a CPU dropout's random masks cost as much as the layer's matrix products (and
     # keep attention off its fused kernel), and under DP the gradient already carries the mechanism's noise.

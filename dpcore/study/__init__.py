@@ -13,13 +13,21 @@ from dpcore.study.runner import (
     run_study,
     study_configs_table,
 )
-from dpcore.study.tables import aggregate_seeds, describe, per_label_long, save_table, study_table
+from dpcore.study.tables import (
+    aggregate_seeds,
+    describe,
+    paired_interval,
+    per_label_long,
+    save_table,
+    study_table,
+)
 
 __all__ = [
     "DEFAULT_PROFILE",
     "Study",
     "StudyError",
     "aggregate_seeds",
+    "paired_interval",
     "describe",
     "per_label_long",
     "plan",

@@ -200,6 +200,24 @@ def aggregate_seeds(table: pd.DataFrame, *, by: Sequence[str], level: float = 0.
     return pd.DataFrame(rows, columns=columns)
 
 
+def paired_interval(differences: Sequence[float], *, level: float = 0.95) -> tuple[float, float, float]:
+    """The mean of paired differences (one per seed, e.g. a run's F1 minus its own baseline's) and its
+    t-interval; the interval is NaN with a single pair.
+
+    >>> mean, lo, hi = paired_interval([0.02, 0.04, 0.03])
+    >>> round(mean, 3), round(lo, 3), round(hi, 3)
+    (0.03, 0.005, 0.055)
+    """
+    values = np.asarray(differences, dtype=float)
+    if values.size == 0:
+        raise ValueError("paired_interval: no differences")
+    mean = float(values.mean())
+    if values.size == 1:
+        return mean, math.nan, math.nan
+    half = float(stats.t.ppf((1 + level) / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
+    return mean, mean - half, mean + half
+
+
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write ``table`` as CSV (per-label columns included); returns the path."""
     path = Path(path)

@@ -125,3 +125,27 @@ def test_deeper_features_carried_from_shallower_ones_equal_features_from_scratch
     for h in fresh:
         for a, b in zip(carried[h], fresh[h], strict=True):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_frozen_a_trains_b_alone_under_dp_and_keeps_a_at_its_initialisation(tiny_config, tiny_splits):
+    """``lora_freeze_a``: every adapter's A stays where it started; B and the head train under DP-SGD."""
+    cfg = tiny_config.replace(mode="dp-lora", epsilon=10.0, lora_freeze_a=True, epochs=2, batch_size=32)
+    seed_everything(0)
+    start = {
+        n: p.detach().clone()
+        for n, p in build_model(cfg.model, num_labels=14, mode="dp-lora").named_parameters()
+    }
+    result = train(cfg, tiny_splits, keep_model=True, progress=False)
+    trained = dict(result.model.named_parameters())
+    a = [n for n in trained if ".lora_A." in n]
+    b = [n for n in trained if ".lora_B." in n]
+    assert a and b and not any(trained[n].requires_grad for n in a)
+    assert all(torch.equal(trained[n].detach(), start[n]) for n in a)
+    assert any(not torch.equal(trained[n].detach(), start[n]) for n in b)
+    both = build_model(
+        cfg.model.__class__(**{**cfg.model.__dict__, "lora_freeze_a": False}), num_labels=14, mode="dp-lora"
+    )
+    half = sum(p.numel() for n, p in both.named_parameters() if ".lora_A." in n)
+    assert (
+        result.parameters["trainable"] == sum(p.numel() for p in both.parameters() if p.requires_grad) - half
+    )
