@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dpcore.data.schema import DataError
-from dpcore.labeling.suite import _read_cases, load_suite
+from dpcore.labeling.suite import _read_cases, load_suite, read_heldout_scores, suite_hash
 from dpcore.labels import get_label_set
 
 NEW_PHENOMENA = {
@@ -80,3 +80,16 @@ def test_bad_suite_input_is_a_one_line_error_naming_the_place(tmp_path: Path, bo
     message = str(err.value)
     assert "\n" not in message
     assert message.startswith("file suite/heldout/chexpert_bad.yml") and where in message, message
+
+
+@pytest.mark.parametrize("label_set", ["chexpert", "ctrate"])
+def test_frozen_before_scores_exist_and_scored_this_suite(label_set: str) -> None:
+    before = read_heldout_scores("before")
+    assert before["provenance"]["split"] == "heldout" and before["provenance"]["labeling_clean"] is True
+    assert len(before["provenance"]["commit"]) == 40 and before["provenance"]["date"]
+    record = before["label_sets"][label_set]
+    # The held-out files are frozen: their hash is the one scored before the rules changed.
+    assert record["suite_sha"] == suite_hash(label_set, split="heldout"), "held-out suite edited"
+    groups = record["groups"]
+    assert groups["all"]["n"] == len(load_suite(label_set, split="heldout"))
+    assert NEW_PHENOMENA[label_set] <= set(groups)
