@@ -31,6 +31,11 @@ KEY = 4  # the dispatcher's longest key, in characters (Dispatcher.spans spells 
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?;](?= |$)")
+# De-identification placeholders: XXXX (Open-i), ___ (MIMIC-CXR), [** ... **] (older MIMIC). Each stands
+# for a word, a name or a date, so it is dropped: its own words ("[**Clip Number**]") are not read, it
+# does not split a phrase ("right IJ ___ line") and it adds no word to a negation's window.
+_PLACEHOLDER = re.compile(r"\[\*\*[^\]\n]*?\*\*\]|_{2,}|(?<![a-z0-9])x{3,}(?![a-z0-9])")
+_EMPTY_ITEMS = re.compile(r"[ \t]*,(?:[ \t]*,)+|[ \t]+(?=,)")  # ", XXXX, or" -> ", , or" -> ", or"
 
 
 def sorted_alternatives(phrases: Sequence[str]) -> list[str]:
@@ -236,20 +241,29 @@ def _compile_alternatives(alts: tuple[str, ...]) -> re.Pattern[str]:
 def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[str, list[int]]:
     """Lower-cased text with single spaces, and the offsets where its sentences end.
 
-    ``abbreviations`` (lower-case, from ``triggers.yml``) are expanded first, so that "pl." does not
-    end a sentence and "w/o" reads as "without".
+    De-identification placeholders are dropped first; ``abbreviations`` (lower-case, from
+    ``triggers.yml``) are expanded next, so that "pl." does not end a sentence and "w/o" reads as
+    "without".
 
     >>> normalize("No effusion.\\n\\nHeart   size 2.5 cm; stable")
     ('no effusion. . heart size 2.5 cm; stable', [12, 14, 33])
     >>> normalize("No pl. effusion w/o PTX", {"pl.": "pleural", "w/o": "without"})[0]
     'no pleural effusion without ptx'
+    >>> normalize("No XXXX, XXXX, or PTX. Right IJ ___ line; [**Clip Number (Radiology) 1**] clear")[0]
+    'no, or ptx. right ij line; clear'
     """
     t = text.lower()
+    if "__" in t or "xxx" in t or "[**" in t:
+        t = _EMPTY_ITEMS.sub(_comma_or_nothing, _PLACEHOLDER.sub(" ", t))
     if abbreviations:
         t = _abbreviation_regex(tuple(abbreviations)).sub(lambda m: abbreviations[m.group(0)], t)
     t = _BLANK_LINE.sub(" . ", t)
     t = _SPACES.sub(" ", t).strip()
     return t, [m.end() for m in _SENTENCE_END.finditer(t)]
+
+
+def _comma_or_nothing(m: re.Match[str]) -> str:
+    return "," if "," in m.group(0) else ""
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,8 @@ The vocabulary lives in data files beside this module (``rules/triggers.yml`` an
 label set); this module compiles and applies them, :mod:`dpcore.labeling.scope` reads list and
 clause structure. Per report:
 
-1. lower-case, split sentences (``. ! ? ;`` before a space, blank lines), collapse whitespace;
+1. lower-case, drop de-identification placeholders (XXXX, ___, [** ... **]), split sentences
+   (``. ! ? ;`` before a space, blank lines), collapse whitespace;
 2. find mentions per label (``mention``, ``uncertain``, ``neutral`` and ``negative`` phrases), drop
    ``unmention`` overlaps and mentions lying inside a longer mention of another label;
 3. find triggers (longest match wins where they overlap); for each mention, the nearest pre- and

@@ -1,0 +1,52 @@
+"""The rules for real-report phrasing: placeholders, soft signs that yield, benign explanations, CT's
+translated wording and lymph nodes by size. Sentences from (or in the manner of) the development suite.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dpcore.labeling import RuleTeacher
+from dpcore.labeling.phrases import normalize
+
+
+@pytest.fixture(scope="module")
+def cxr() -> RuleTeacher:
+    return RuleTeacher()
+
+
+@pytest.fixture(scope="module")
+def ct() -> RuleTeacher:
+    return RuleTeacher(label_set="ctrate")
+
+
+def labels(teacher: RuleTeacher, text: str) -> dict[str, int]:
+    return {
+        k: v for k, v in zip(teacher.label_set.labels, teacher.label_text(text), strict=True) if v is not None
+    }
+
+
+def test_placeholders_are_dropped_and_leave_no_empty_list_items() -> None:
+    assert normalize("No XXXX, XXXX, or pneumothorax.")[0] == "no, or pneumothorax."
+    assert normalize("Right ___ PICC; [**Clip Number (Radiology) 48213**] clear")[0] == "right picc; clear"
+    assert normalize("The XXXX-year-old patient")[0] == "the -year-old patient"
+    assert normalize("Dr. ___ was called", {"dr.": "doctor"}) == ("doctor was called", [])
+
+
+def test_placeholders_neither_create_nor_hide_nor_break_scope(cxr: RuleTeacher) -> None:
+    assert labels(cxr, "[** Clip Number (Radiology) 48213 **] No acute cardiopulmonary process.") == {
+        "No Finding": 1
+    }
+    assert labels(cxr, "Right-sided ___ PICC is unchanged in position.") == {
+        "No Finding": 1,
+        "Support Devices": 1,
+    }
+    assert labels(cxr, "The ___ line has been removed.") == {"No Finding": 1, "Support Devices": 0}
+    assert labels(cxr, "No evidence of XXXX pneumothorax, XXXX effusion, or consolidation.") == {
+        "No Finding": 1,
+        "Consolidation": 0,
+        "Pneumothorax": 0,
+        "Pleural Effusion": 0,
+    }
+    # Lines that are not devices stay out.
+    assert "Support Devices" not in labels(cxr, "Septal lines have resolved.")
