@@ -10,7 +10,9 @@ clause structure. Per report:
    ``unmention`` overlaps and mentions lying inside a longer mention of another label;
 3. find triggers (longest match wins where they overlap); for each mention, the nearest pre- and
    post-trigger whose scope covers it (a coordinated list, up to a terminator or a new clause);
-   precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive;
+   precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive; then the
+   report's context (:mod:`dpcore.labeling.context`): ``uncertain`` (soft) signs yield to an
+   explicit negation of their label ("congestion without frank edema");
 4. aggregate per label within the report: positive over uncertain over negative. "No Finding"
    comes last, as CheXpert defines it: 1 when no other label but Support Devices is positive or
    uncertain and no other finding from CheXpert's list (``No Finding: mention`` in chexpert.yml:
@@ -38,6 +40,7 @@ from typing import Any, Literal
 import yaml
 
 from dpcore.labeling.base import LabelVector
+from dpcore.labeling.context import yield_soft_signs
 from dpcore.labeling.phrases import Dispatcher, compile_phrases, normalize
 from dpcore.labeling.scope import (
     back_words,
@@ -123,9 +126,8 @@ class RuleTeacher:
         self.max_post_words = int(triggers.get("max_post_words", 6))
         self.max_short_words = int(triggers.get("max_short_words", 3))
         self.max_list_words = int(triggers.get("max_list_words", 30))
-        self.abbreviations = {
-            str(k).lower(): str(v) for k, v in (triggers.get("abbreviations") or {}).items()
-        }
+        abbreviations = triggers.get("abbreviations") or {}
+        self.abbreviations = {str(k).lower(): str(v) for k, v in abbreviations.items()}
         spec = rules.get("labels") or {}
         unknown = set(spec) - set(self.label_set.labels)
         if unknown:
@@ -231,10 +233,7 @@ class RuleTeacher:
         return self._mentions(text, fast=True)
 
     def _mentions_reference(self, text: str) -> list[Mention]:
-        """:meth:`mentions` running every phrase regex on the whole text: the obvious definition.
-
-        Tests pin the dispatched path to it (``tests/labeling/test_labeling_fast_path.py``).
-        """
+        """:meth:`mentions` by every phrase regex over the whole text (tests pin the fast path to it)."""
         return self._mentions(text, fast=False)
 
     def _mentions(self, text: str, *, fast: bool) -> list[Mention]:
@@ -249,15 +248,14 @@ class RuleTeacher:
         if not found:
             return []
         pre, post, term = self._find_triggers(spans)
-        out = []
+        out: list[Mention] = []
+        soft: list[bool] = []
         for s, e, label, kind in found:
-            if kind == NEGATIVE:
-                out.append((label, 0, s, e))
-                continue
             value = self._classify(t, bounds, s, e, label, kind, pre, post, term, found)
             if value is not None:
                 out.append((label, value, s, e))
-        return out
+                soft.append(kind == SOFT)
+        return yield_soft_signs(out, soft, self._nf) if any(soft) else out  # "congestion, no edema"
 
     def _find_mentions(self, spans: list[list[tuple[int, int]]]) -> list[tuple[int, int, int, int]]:
         """Mention spans (start, end, label, kind), after unmentions and cross-label containment."""
@@ -338,6 +336,8 @@ class RuleTeacher:
         found: list[tuple[int, int, int, int]],
     ) -> int | None:
         """The value of one mention; None = drop it (e.g. "correlation for infection")."""
+        if kind == NEGATIVE:
+            return 0  # "osseous structures are intact": absent by itself
         sent = bisect_right(bounds, s)
         sent_start = bounds[sent - 1] if sent > 0 else 0
         sent_end = bounds[sent] if sent < len(bounds) else len(t)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dpcore.labeling import RuleTeacher
+from dpcore.labeling.context import yield_soft_signs
 from dpcore.labeling.phrases import normalize
 
 
@@ -50,3 +51,18 @@ def test_placeholders_neither_create_nor_hide_nor_break_scope(cxr: RuleTeacher) 
     }
     # Lines that are not devices stay out.
     assert "Support Devices" not in labels(cxr, "Septal lines have resolved.")
+
+
+def test_a_soft_sign_yields_to_an_explicit_negation(cxr: RuleTeacher) -> None:
+    assert labels(cxr, "Mild vascular congestion.") == {"Edema": -1}  # CheXpert
+    negated = "There is pulmonary vascular congestion, but no interstitial or alveolar edema."
+    assert labels(cxr, negated) == {"Edema": 0}  # No Finding stays blank: congestion is a finding
+    assert ("No Finding", "pulmonary vascular congestion", -1) in cxr.explain(negated)
+    assert labels(cxr, "Cephalization is noted. No frank pulmonary edema.") == {"Edema": 0}
+    mentions = [(5, -1, 0, 10), (5, 0, 20, 25), (3, 1, 30, 35)]
+    assert yield_soft_signs(mentions, [True, False, False], None) == mentions[1:]
+
+
+def test_healed_infection_is_no_pneumonia(cxr: RuleTeacher) -> None:
+    assert labels(cxr, "Healed infection at the left apex with scarring.") == {"Lung Opacity": 1}
+    assert labels(cxr, "Infection cannot be entirely excluded in the right lower lobe.") == {"Pneumonia": -1}
