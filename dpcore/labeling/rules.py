@@ -11,7 +11,8 @@ clause structure. Per report:
 3. find triggers (longest match wins where they overlap); for each mention, the nearest pre- and
    post-trigger whose scope covers it (a coordinated list, up to a terminator or a new clause);
    precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive; then the
-   report's context (:mod:`dpcore.labeling.context`): ``uncertain`` (soft) signs yield to an
+   report's context (:mod:`dpcore.labeling.context`): a ``benign`` explanation ("is a nipple
+   shadow") drops the mention or makes it uncertain, and ``uncertain`` (soft) signs yield to an
    explicit negation of their label ("congestion without frank edema");
 4. aggregate per label within the report: positive over uncertain over negative. "No Finding"
    comes last, as CheXpert defines it: 1 when no other label but Support Devices is positive or
@@ -40,7 +41,7 @@ from typing import Any, Literal
 import yaml
 
 from dpcore.labeling.base import LabelVector
-from dpcore.labeling.context import yield_soft_signs
+from dpcore.labeling.context import explained_value, yield_soft_signs
 from dpcore.labeling.phrases import Dispatcher, compile_phrases, normalize
 from dpcore.labeling.scope import (
     back_words,
@@ -136,6 +137,7 @@ class RuleTeacher:
         lists: list[list[str]] = []
         self._mention_lists: list[tuple[int, int, int]] = []  # (list index, label index, kind)
         self._unmention_lists: dict[int, int] = {}  # label index -> list index
+        self._benign_lists: dict[int, int] = {}  # label index -> list index (see context.py)
         self._size_rules: dict[int, float] = {}  # label index -> minimum short axis (mm)
         for i, label in enumerate(self.label_set.labels):
             entry = spec.get(label) or {}
@@ -143,9 +145,10 @@ class RuleTeacher:
                 if entry.get(key):
                     self._mention_lists.append((len(lists), i, kind))
                     lists.append([str(p) for p in entry[key]])
-            if entry.get("unmention"):
-                self._unmention_lists[i] = len(lists)
-                lists.append([str(p) for p in entry["unmention"]])
+            for key, where in (("unmention", self._unmention_lists), ("benign", self._benign_lists)):
+                if entry.get(key):
+                    where[i] = len(lists)
+                    lists.append([str(p) for p in entry[key]])
             if entry.get("size_rule"):
                 self._size_rules[i] = float(entry["size_rule"]["min_short_axis_mm"])
         # (list index, side, polarity, which mentions it applies to, window)
@@ -252,6 +255,9 @@ class RuleTeacher:
         soft: list[bool] = []
         for s, e, label, kind in found:
             value = self._classify(t, bounds, s, e, label, kind, pre, post, term, found)
+            if value in (1, -1) and label in self._benign_lists:
+                end = next_start(bounds, s + 1, len(t))  # the mention's sentence end
+                value = explained_value(t, e, spans[self._benign_lists[label]], end, value)
             if value is not None:
                 out.append((label, value, s, e))
                 soft.append(kind == SOFT)

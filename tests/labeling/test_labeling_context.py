@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from dpcore.labeling import RuleTeacher
-from dpcore.labeling.context import yield_soft_signs
+from dpcore.labeling.context import explained_value, yield_soft_signs
 from dpcore.labeling.phrases import normalize
 
 
@@ -61,6 +61,27 @@ def test_a_soft_sign_yields_to_an_explicit_negation(cxr: RuleTeacher) -> None:
     assert labels(cxr, "Cephalization is noted. No frank pulmonary edema.") == {"Edema": 0}
     mentions = [(5, -1, 0, 10), (5, 0, 20, 25), (3, 1, 30, 35)]
     assert yield_soft_signs(mentions, [True, False, False], None) == mentions[1:]
+
+
+def test_benign_explanations_drop_a_nodule_or_make_it_uncertain(cxr: RuleTeacher, ct: RuleTeacher) -> None:
+    assert labels(cxr, "A nodular density in the right lower zone represents the nipple.") == {
+        "No Finding": 1
+    }
+    assert labels(cxr, "Small nodule in the lingula, which could represent overlap of vessels.") == {
+        "Lung Lesion": -1
+    }
+    assert labels(cxr, "Scattered calcified pulmonary nodules.") == {}  # CheXpert's unmention
+    # No explaining word before it, or a new clause: the explanation is about something else.
+    assert labels(cxr, "Nodule in the right upper lobe overlapping the posterior rib.") == {"Lung Lesion": 1}
+    text = "Right lower lobe nodule is again seen, and there are bilateral nipple shadows."
+    assert labels(cxr, text) == {"Lung Lesion": 1}
+    assert labels(ct, "The suspected nodule in the right middle lobe is a vessel seen end-on.") == {}
+    assert labels(ct, "Calcified nodule in the left lower lobe, compatible with granuloma.") == {
+        "Lung nodule": 1
+    }
+    t = "the nodule is a vessel."
+    assert explained_value(t, 10, [(t.index("vessel"), 22)], len(t), 1) is None
+    assert explained_value(t, 10, [(t.index("vessel"), 22)], 14, 1) == 1  # in the next sentence
 
 
 def test_healed_infection_is_no_pneumonia(cxr: RuleTeacher) -> None:
