@@ -359,7 +359,9 @@ class RuleTeacher:
             if stop >= s and forward_in_scope(
                 t, min(te, s), s, stop, window=window, max_words=self.max_list_words
             ):
-                pols.append(pol)
+                # "no increase in septal thickness": the change word is the finding's own, so "no"
+                # negates it (a pseudo trigger reaching into the mention is no "no change in").
+                pols.append(NEG if pol == PSEUDO and te > s else pol)
             break
         # Nearest applicable post-trigger after the mention, in its sentence, if its scope reaches.
         for ts, _te, pol, applies, _w in post[bisect_left(post, (e,)) :]:

@@ -87,3 +87,40 @@ def test_benign_explanations_drop_a_nodule_or_make_it_uncertain(cxr: RuleTeacher
 def test_healed_infection_is_no_pneumonia(cxr: RuleTeacher) -> None:
     assert labels(cxr, "Healed infection at the left apex with scarring.") == {"Lung Opacity": 1}
     assert labels(cxr, "Infection cannot be entirely excluded in the right lower lobe.") == {"Pneumonia": -1}
+
+
+def test_nominalised_increases_and_the_pseudo_negation_they_are_not(ct: RuleTeacher) -> None:
+    assert labels(ct, "Increase in bronchial wall thickness in both lower lobes.") == {
+        "Peribronchial thickening": 1
+    }
+    assert labels(ct, "Without increase in interlobular septal thickness.") == {
+        "Interlobular septal thickening": 0
+    }
+    assert labels(ct, "No increase in the mediastinal lymphadenopathy.") == {"Lymphadenopathy": 1}  # pseudo
+    assert labels(ct, "There is an increase in heart size.") == {"Cardiomegaly": 1}
+    assert labels(ct, "Fluid was detected in the pericardial space, 8 mm thick.") == {
+        "Pericardial effusion": 1
+    }
+
+
+def test_coronary_plaque_is_coronary_and_aortic_plaque_arterial(ct: RuleTeacher) -> None:
+    assert labels(ct, "Atheromatous plaques in the LAD and circumflex arteries.") == {
+        "Coronary artery wall calcification": 1
+    }
+    assert labels(
+        ct, "Atherosclerotic calcified plaques in the descending aorta, with no coronary plaque."
+    ) == {
+        "Arterial wall calcification": 1,
+        "Coronary artery wall calcification": 0,
+    }
+
+
+def test_lymph_nodes_by_station_and_size(ct: RuleTeacher) -> None:
+    assert labels(ct, "A 9 x 14 mm node in the aortopulmonary window.") == {"Lymphadenopathy": 0}
+    assert labels(ct, "Right hilar node, enlarged at 18 mm.") == {"Lymphadenopathy": 1}
+    assert labels(ct, "Prevascular lymph nodes, none reaching the pathological size threshold.") == {
+        "Lymphadenopathy": 0
+    }
+    # The sub-centimetre wording needs its negation: without it, nothing is said.
+    assert labels(ct, "Lymph nodes reaching the pathological size threshold.") != {"Lymphadenopathy": 0}
+    assert labels(ct, "Mediastinal lymph nodes measuring up to ___ mm.") == {}  # a hidden size
