@@ -34,8 +34,9 @@ _SENTENCE_END = re.compile(r"[.!?;](?= |$)")
 # De-identification placeholders: XXXX (Open-i), ___ (MIMIC-CXR), [** ... **] (older MIMIC). Each stands
 # for a word, a name or a date, so it is dropped: its own words ("[**Clip Number**]") are not read, it
 # does not split a phrase ("right IJ ___ line") and it adds no word to a negation's window.
-_PLACEHOLDER = re.compile(r"\[\*\*[^\]\n]*?\*\*\]|_{2,}|(?<![a-z0-9])x{3,}(?![a-z0-9])")
-_EMPTY_ITEMS = re.compile(r"[ \t]*,(?:[ \t]*,)+|[ \t]+(?=,)")  # ", XXXX, or" -> ", , or" -> ", or"
+_BRACKETED = re.compile(r"\[\*\*[^\]\n]*?\*\*\]")
+_UNDERSCORES = re.compile(r"_{2,}")
+_XXX = re.compile(r"(?<![a-z0-9])x{3,}(?![a-z0-9])")
 
 
 def sorted_alternatives(phrases: Sequence[str]) -> list[str]:
@@ -254,7 +255,7 @@ def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[s
     """
     t = text.lower()
     if "__" in t or "xxx" in t or "[**" in t:
-        t = _EMPTY_ITEMS.sub(_comma_or_nothing, _PLACEHOLDER.sub(" ", t))
+        t = _drop_placeholders(t)
     if abbreviations:
         t = _abbreviation_regex(tuple(abbreviations)).sub(lambda m: abbreviations[m.group(0)], t)
     t = _BLANK_LINE.sub(" . ", t)
@@ -262,8 +263,16 @@ def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[s
     return t, [m.end() for m in _SENTENCE_END.finditer(t)]
 
 
-def _comma_or_nothing(m: re.Match[str]) -> str:
-    return "," if "," in m.group(0) else ""
+def _drop_placeholders(t: str) -> str:
+    """``t`` without placeholders; the list items they leave empty go too ("no XXXX, XXXX, or")."""
+    for token, rx in (("[**", _BRACKETED), ("__", _UNDERSCORES), ("xxx", _XXX)):
+        if token in t:
+            t = rx.sub(" ", t)
+    while " ," in t:  # str.replace: far cheaper than a regex over every report with a placeholder
+        t = t.replace(" ,", ",")
+    while ",," in t:
+        t = t.replace(",,", ",")
+    return t
 
 
 @functools.lru_cache(maxsize=8)
