@@ -93,3 +93,16 @@ def test_frozen_before_scores_exist_and_scored_this_suite(label_set: str) -> Non
     groups = record["groups"]
     assert groups["all"]["n"] == len(load_suite(label_set, split="heldout"))
     assert NEW_PHENOMENA[label_set] <= set(groups)
+
+
+def test_final_scores_exist_beside_the_frozen_ones() -> None:
+    before, after = read_heldout_scores("before"), read_heldout_scores("after")
+    assert after["provenance"]["split"] == "heldout" and after["provenance"]["labeling_clean"] is True
+    assert after["provenance"]["commit"] != before["provenance"]["commit"]
+    for label_set in ("chexpert", "ctrate"):
+        old, new = before["label_sets"][label_set], after["label_sets"][label_set]
+        assert new["suite_sha"] == old["suite_sha"] == suite_hash(label_set, split="heldout")
+        assert new["rules_version"] != old["rules_version"]  # scored after the rules changed
+        assert set(new["groups"]) == set(old["groups"])
+    with pytest.raises(ValueError, match="which must be one of"):
+        read_heldout_scores("during")
