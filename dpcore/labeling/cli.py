@@ -5,8 +5,9 @@ Input: a CSV / JSONL / Parquet file with a text column, or a folder written by
 (``1`` / ``0`` / ``-1`` / blank, CheXpert style) as CSV, or the ids and a list column as JSONL /
 Parquet, chosen by the output file's suffix.
 
-``dpcore label suite [--label-set chexpert|ctrate]`` instead scores the rule teacher on the
-development suite (``dpcore/labeling/suite/``) and prints the accuracy per phenomenon.
+``dpcore label suite [--label-set chexpert|ctrate] [--heldout]`` instead scores the rule teacher on
+the development suite (``dpcore/labeling/suite/``), or the frozen held-out suite
+(``dpcore/labeling/suite/heldout/``), and prints the accuracy per phenomenon.
 
 >>> import argparse
 >>> parser = argparse.ArgumentParser(prog="dpcore")
@@ -25,6 +26,7 @@ import datetime
 import json
 import logging
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -89,6 +91,11 @@ def add_label_command(subparsers: argparse._SubParsersAction) -> None:
         "--rules-dir", type=Path, help="score a teacher built from another copy of dpcore/labeling"
     )
     suite.add_argument("--note", default="", help="provenance note stored in the JSON")
+    suite.add_argument(
+        "--heldout",
+        action="store_true",
+        help="score the frozen held-out suite instead of the development one",
+    )
     p.set_defaults(func=run_label)
 
 
@@ -185,14 +192,31 @@ def run_label(args: argparse.Namespace) -> int:
     return 3 if res.n_abstained else 0
 
 
+def git_state() -> dict[str, str | bool | None]:
+    """The checkout's commit and whether ``dpcore/labeling`` differs from it (None outside git)."""
+    here = Path(__file__).resolve().parent
+
+    def git(*argv: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *argv], cwd=here, capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    changes = git("status", "--porcelain", "--", ".")
+    return {"commit": commit, "labeling_clean": None if changes is None else changes == ""}
+
+
 def run_suite_command(args: argparse.Namespace) -> int:
     """Handler of ``dpcore label suite``: accuracy per phenomenon; exit status 0."""
-
+    split = "heldout" if args.heldout else "development"
     record: dict = {
         "provenance": {
             "command": " ".join(
                 ["dpcore label suite"]
                 + ([f"--label-set {args.label_set}"] if args.label_set else [])
+                + (["--heldout"] if args.heldout else [])
                 + ([f"--rules-dir {args.rules_dir}"] if args.rules_dir else [])
                 + ([f"--json {args.json}"] if args.json else [])
                 + (["--note ..."] if args.note else [])
@@ -201,6 +225,8 @@ def run_suite_command(args: argparse.Namespace) -> int:
             "note": args.note,
             "date": datetime.date.today().isoformat(),
             "python": platform.python_version(),
+            "split": split,
+            **git_state(),
         },
         "label_sets": {},
     }
@@ -209,9 +235,9 @@ def run_suite_command(args: argparse.Namespace) -> int:
             teacher = load_teacher_from(args.rules_dir, label_set=name)
         else:
             teacher = RuleTeacher(label_set=name)
-        results = run_suite(teacher)
+        results = run_suite(teacher, split=split)
         scores = group_scores(results)
-        print(f"{teacher.name} {teacher.version}: development suite, {scores['all']['n']} sentences")
+        print(f"{teacher.name} {teacher.version}: {split} suite, {scores['all']['n']} sentences")
         width = max(map(len, scores))
         for group, row in scores.items():
             print(f"  {group:<{width}}  {row['correct']:>4}/{row['n']:<4} {row['accuracy']:.3f}")
@@ -219,7 +245,7 @@ def run_suite_command(args: argparse.Namespace) -> int:
             for r in results:
                 if not r.correct:
                     print("  " + describe_failure(r, teacher.label_set.labels))
-        record["label_sets"][name] = archive_record(teacher, results)
+        record["label_sets"][name] = archive_record(teacher, results, split=split)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")

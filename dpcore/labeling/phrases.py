@@ -31,6 +31,12 @@ KEY = 4  # the dispatcher's longest key, in characters (Dispatcher.spans spells 
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 _SPACES = re.compile(r"\s+")
 _SENTENCE_END = re.compile(r"[.!?;](?= |$)")
+# De-identification placeholders: XXXX (Open-i), ___ (MIMIC-CXR), [** ... **] (older MIMIC). Each stands
+# for a word, a name or a date, so it is dropped: its own words ("[**Clip Number**]") are not read, it
+# does not split a phrase ("right IJ ___ line") and it adds no word to a negation's window.
+_BRACKETED = re.compile(r"\[\*\*[^\]\n]*?\*\*\]")
+_UNDERSCORES = re.compile(r"_{2,}")
+_XXX = re.compile(r"(?<![a-z0-9])x{3,}(?![a-z0-9])")
 
 
 def sorted_alternatives(phrases: Sequence[str]) -> list[str]:
@@ -236,20 +242,37 @@ def _compile_alternatives(alts: tuple[str, ...]) -> re.Pattern[str]:
 def normalize(text: str, abbreviations: dict[str, str] | None = None) -> tuple[str, list[int]]:
     """Lower-cased text with single spaces, and the offsets where its sentences end.
 
-    ``abbreviations`` (lower-case, from ``triggers.yml``) are expanded first, so that "pl." does not
-    end a sentence and "w/o" reads as "without".
+    De-identification placeholders are dropped first; ``abbreviations`` (lower-case, from
+    ``triggers.yml``) are expanded next, so that "pl." does not end a sentence and "w/o" reads as
+    "without".
 
     >>> normalize("No effusion.\\n\\nHeart   size 2.5 cm; stable")
     ('no effusion. . heart size 2.5 cm; stable', [12, 14, 33])
     >>> normalize("No pl. effusion w/o PTX", {"pl.": "pleural", "w/o": "without"})[0]
     'no pleural effusion without ptx'
+    >>> normalize("No XXXX, XXXX, or PTX. Right IJ ___ line; [**Clip Number (Radiology) 1**] clear")[0]
+    'no, or ptx. right ij line; clear'
     """
     t = text.lower()
+    if "__" in t or "xxx" in t or "[**" in t:
+        t = _drop_placeholders(t)
     if abbreviations:
         t = _abbreviation_regex(tuple(abbreviations)).sub(lambda m: abbreviations[m.group(0)], t)
     t = _BLANK_LINE.sub(" . ", t)
     t = _SPACES.sub(" ", t).strip()
     return t, [m.end() for m in _SENTENCE_END.finditer(t)]
+
+
+def _drop_placeholders(t: str) -> str:
+    """``t`` without placeholders; the list items they leave empty go too ("no XXXX, XXXX, or")."""
+    for token, rx in (("[**", _BRACKETED), ("__", _UNDERSCORES), ("xxx", _XXX)):
+        if token in t:
+            t = rx.sub(" ", t)
+    while " ," in t:  # str.replace: far cheaper than a regex over every report with a placeholder
+        t = t.replace(" ,", ",")
+    while ",," in t:
+        t = t.replace(",,", ",")
+    return t
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,12 +4,16 @@ The vocabulary lives in data files beside this module (``rules/triggers.yml`` an
 label set); this module compiles and applies them, :mod:`dpcore.labeling.scope` reads list and
 clause structure. Per report:
 
-1. lower-case, split sentences (``. ! ? ;`` before a space, blank lines), collapse whitespace;
+1. lower-case, drop de-identification placeholders (XXXX, ___, [** ... **]), split sentences
+   (``. ! ? ;`` before a space, blank lines), collapse whitespace;
 2. find mentions per label (``mention``, ``uncertain``, ``neutral`` and ``negative`` phrases), drop
    ``unmention`` overlaps and mentions lying inside a longer mention of another label;
 3. find triggers (longest match wins where they overlap); for each mention, the nearest pre- and
    post-trigger whose scope covers it (a coordinated list, up to a terminator or a new clause);
-   precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive;
+   precedence as in CheXpert: uncertainty-first > negation > uncertainty > positive; then the
+   report's context (:mod:`dpcore.labeling.context`): a ``benign`` explanation ("is a nipple
+   shadow") drops the mention or makes it uncertain, and ``uncertain`` (soft) signs yield to an
+   explicit negation of their label ("congestion without frank edema");
 4. aggregate per label within the report: positive over uncertain over negative. "No Finding"
    comes last, as CheXpert defines it: 1 when no other label but Support Devices is positive or
    uncertain and no other finding from CheXpert's list (``No Finding: mention`` in chexpert.yml:
@@ -37,6 +41,7 @@ from typing import Any, Literal
 import yaml
 
 from dpcore.labeling.base import LabelVector
+from dpcore.labeling.context import explained_value, yield_soft_signs
 from dpcore.labeling.phrases import Dispatcher, compile_phrases, normalize
 from dpcore.labeling.scope import (
     back_words,
@@ -122,9 +127,8 @@ class RuleTeacher:
         self.max_post_words = int(triggers.get("max_post_words", 6))
         self.max_short_words = int(triggers.get("max_short_words", 3))
         self.max_list_words = int(triggers.get("max_list_words", 30))
-        self.abbreviations = {
-            str(k).lower(): str(v) for k, v in (triggers.get("abbreviations") or {}).items()
-        }
+        abbreviations = triggers.get("abbreviations") or {}
+        self.abbreviations = {str(k).lower(): str(v) for k, v in abbreviations.items()}
         spec = rules.get("labels") or {}
         unknown = set(spec) - set(self.label_set.labels)
         if unknown:
@@ -133,6 +137,7 @@ class RuleTeacher:
         lists: list[list[str]] = []
         self._mention_lists: list[tuple[int, int, int]] = []  # (list index, label index, kind)
         self._unmention_lists: dict[int, int] = {}  # label index -> list index
+        self._benign_lists: dict[int, int] = {}  # label index -> list index (see context.py)
         self._size_rules: dict[int, float] = {}  # label index -> minimum short axis (mm)
         for i, label in enumerate(self.label_set.labels):
             entry = spec.get(label) or {}
@@ -140,9 +145,10 @@ class RuleTeacher:
                 if entry.get(key):
                     self._mention_lists.append((len(lists), i, kind))
                     lists.append([str(p) for p in entry[key]])
-            if entry.get("unmention"):
-                self._unmention_lists[i] = len(lists)
-                lists.append([str(p) for p in entry["unmention"]])
+            for key, where in (("unmention", self._unmention_lists), ("benign", self._benign_lists)):
+                if entry.get(key):
+                    where[i] = len(lists)
+                    lists.append([str(p) for p in entry[key]])
             if entry.get("size_rule"):
                 self._size_rules[i] = float(entry["size_rule"]["min_short_axis_mm"])
         # (list index, side, polarity, which mentions it applies to, window)
@@ -230,10 +236,7 @@ class RuleTeacher:
         return self._mentions(text, fast=True)
 
     def _mentions_reference(self, text: str) -> list[Mention]:
-        """:meth:`mentions` running every phrase regex on the whole text: the obvious definition.
-
-        Tests pin the dispatched path to it (``tests/labeling/test_labeling_fast_path.py``).
-        """
+        """:meth:`mentions` by every phrase regex over the whole text (tests pin the fast path to it)."""
         return self._mentions(text, fast=False)
 
     def _mentions(self, text: str, *, fast: bool) -> list[Mention]:
@@ -248,15 +251,17 @@ class RuleTeacher:
         if not found:
             return []
         pre, post, term = self._find_triggers(spans)
-        out = []
+        out: list[Mention] = []
+        soft: list[bool] = []
         for s, e, label, kind in found:
-            if kind == NEGATIVE:
-                out.append((label, 0, s, e))
-                continue
             value = self._classify(t, bounds, s, e, label, kind, pre, post, term, found)
+            if value in (1, -1) and label in self._benign_lists:
+                end = next_start(bounds, s + 1, len(t))  # the mention's sentence end
+                value = explained_value(t, e, spans[self._benign_lists[label]], end, value)
             if value is not None:
                 out.append((label, value, s, e))
-        return out
+                soft.append(kind == SOFT)
+        return yield_soft_signs(out, soft, self._nf) if any(soft) else out  # "congestion, no edema"
 
     def _find_mentions(self, spans: list[list[tuple[int, int]]]) -> list[tuple[int, int, int, int]]:
         """Mention spans (start, end, label, kind), after unmentions and cross-label containment."""
@@ -337,6 +342,8 @@ class RuleTeacher:
         found: list[tuple[int, int, int, int]],
     ) -> int | None:
         """The value of one mention; None = drop it (e.g. "correlation for infection")."""
+        if kind == NEGATIVE:
+            return 0  # "osseous structures are intact": absent by itself
         sent = bisect_right(bounds, s)
         sent_start = bounds[sent - 1] if sent > 0 else 0
         sent_end = bounds[sent] if sent < len(bounds) else len(t)
@@ -352,7 +359,9 @@ class RuleTeacher:
             if stop >= s and forward_in_scope(
                 t, min(te, s), s, stop, window=window, max_words=self.max_list_words
             ):
-                pols.append(pol)
+                # "no increase in septal thickness": the change word is the finding's own, so "no"
+                # negates it (a pseudo trigger reaching into the mention is no "no change in").
+                pols.append(NEG if pol == PSEUDO and te > s else pol)
             break
         # Nearest applicable post-trigger after the mention, in its sentence, if its scope reaches.
         for ts, _te, pol, applies, _w in post[bisect_left(post, (e,)) :]:
