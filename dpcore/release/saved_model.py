@@ -78,11 +78,15 @@ def save_classifier(result: RunResult, folder: str | Path, *, merge: bool = Fals
 
     ``merge=True`` merges LoRA adapters into the encoder (``merge_and_unload``) and saves it whole: a
     self-contained folder, a little faster to predict with, that no longer needs the base encoder.
+
+    A DP run is saved only if its noise and sampling came from the secret generators (see
+    :func:`check_releasable`).
     """
     if not isinstance(result.model, MultiLabelClassifier):
         raise ValueError(
             "this run result has no model: train with keep_model=True (a stored result keeps none)"
         )
+    check_releasable(result.privacy)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
         raise ValueError(f"model folder {folder}: exists and is not a saved classifier; choose an empty one")
@@ -99,6 +103,22 @@ def save_classifier(result: RunResult, folder: str | Path, *, merge: bool = Fals
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     (folder / CARD).write_text(model_card(manifest))
     return folder
+
+
+def check_releasable(privacy: PrivacyReport | None) -> None:
+    """Refuse to release a DP model whose noise anyone with the folder could replay.
+
+    A research run seeds its sampler and noise from ``train.seed``, which the manifest publishes: whoever
+    holds the folder could regenerate every step's noise and subtract it, and epsilon would mean nothing
+    against them. Refusing (rather than warning in the card) keeps a replayable model from ever leaving as a
+    release; a non-private run promises nothing, so its seed changes nothing.
+    """
+    if privacy is not None and not privacy.secure_rng:
+        raise ValueError(
+            "privacy.secure_rng is false: this DP run's noise is seeded by train.seed, which the saved "
+            "folder publishes, so anyone holding it could replay the noise; train it for release "
+            "(`dpcore train --save-model`, train(..., release=True)) without privacy.secure=false"
+        )
 
 
 def _save_backbone(backbone: nn.Module, folder: Path, cfg: dict[str, Any], *, merge: bool) -> str:

@@ -189,6 +189,22 @@ def test_a_resume_over_other_data_is_refused(tiny_config, tiny_splits, tmp_path)
         train(cfg, fewer, progress=False, checkpoint_dir=tmp_path)
 
 
+def test_checkpoints_are_readable_by_their_owner_only(tiny_config, tiny_splits, tmp_path):
+    """A checkpoint holds the noise generators' states: as secret as the data, so mode 0o600."""
+    cfg = tiny_config.replace(mode="dp-lora", noise_multiplier=1.0, epochs=2)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tiny_splits, progress=False, checkpoint_dir=folder, stop_after_steps=2)
+    assert "generators" in load_checkpoint(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"state.pt", "head.pt"}
+    assert {p.relative_to(folder).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.relative_to(folder).as_posix(): oct(0o600) for p in files
+    }
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        assert d.stat().st_mode & 0o077 == 0, d
+
+
 class _Twice(torch.nn.Module):
     """A layer applied twice in one forward pass (as ALBERT applies one layer at every depth)."""
 
