@@ -210,15 +210,15 @@ def _coverage_section(m: dict[str, Any]) -> list[str]:
         "data": "the exact number of reports in each split",
     }
     if m["threshold_source"] == "validation":
-        outside.setdefault(
-            "extra.thresholds", "per-label thresholds tuned on the validation split without noise"
-        )
+        outside.setdefault("thresholds", "per-label thresholds tuned on the validation split without noise")
     lines = [
         "## What epsilon covers",
         "",
         f"Covered: {covered}.",
         "",
-        "Outside epsilon (computed from private data without noise; this card shows some of them):",
+        "Outside epsilon: what this folder releases that was computed from private data without noise, or "
+        "that reveals the number of training units (which the accountants treat as public), each with what "
+        "it reveals:",
     ]
     lines += [f"- `{name}`: {why}" for name, why in sorted(outside.items())]
     if m["threshold_source"] == "validation" and m["privacy"]:

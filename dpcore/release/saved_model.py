@@ -45,7 +45,9 @@ from dpcore.models import (
 )
 from dpcore.release.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
 from dpcore.release.model_card import model_card
+from dpcore.training.coverage import outside_epsilon
 from dpcore.training.precision import resolve_precision
+from dpcore.training.released import MANIFEST as MANIFEST_FIELDS
 from dpcore.training.result import PrivacyReport, RunResult, library_versions
 
 FORMAT = "dpcore-classifier"
@@ -162,7 +164,7 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
     n = len(result.label_names)
     name = cfg["model"]["model"]
     local = Path(name).is_dir()
-    return {
+    manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "weights": weights,
@@ -193,13 +195,18 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
         "reference_labels": result.has_reference_labels,
         "privacy": dataclasses.asdict(result.privacy) if result.privacy is not None else None,
         "covered_by_epsilon": result.covered_by_epsilon,
-        "outside_epsilon": dict(result.outside_epsilon),
         "privacy_warning": result.extra.get("privacy_warning"),
         "stop_reason": result.extra.get("stop_reason", "completed"),
         "code_fingerprint": result.code_fingerprint,
         "versions": {"trained_with": dict(result.versions), "saved_with": library_versions()},
         "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    # What this folder releases outside epsilon, read from the manifest itself (the registry says why).
+    outside = outside_epsilon(manifest, private=result.privacy is not None, registry=MANIFEST_FIELDS)
+    if not thresholds:
+        outside.pop("thresholds", None)  # the configuration's own: nothing was tuned on private data
+    manifest["outside_epsilon"] = outside
+    return manifest
 
 
 def _metric_summary(metrics: dict[str, Any]) -> dict[str, float]:

@@ -200,7 +200,7 @@ def train(
     }
     if cfg.train.membership_sample:
         extra["membership"] = membership_losses(cfg, engine.inner, enc, collate, device)
-    return RunResult(
+    result = RunResult(
         config=cfg.to_dict(),
         config_hash=cfg.config_hash(),
         label_names=label_names,
@@ -219,9 +219,11 @@ def train(
         versions=library_versions(),
         extra=extra,
         covered_by_epsilon=covered_by_epsilon(private=cfg.is_private),
-        outside_epsilon=outside_epsilon(private=cfg.is_private, extra=extra, privacy=privacy),
         model=engine.inner if keep_model else None,
     )
+    # Every field the result releases outside epsilon, read from the result itself (nothing forgotten).
+    result.outside_epsilon = outside_epsilon(result.to_dict(), private=cfg.is_private)
+    return result
 
 
 def run_precision(cfg: RunConfig, device: torch.device) -> str:

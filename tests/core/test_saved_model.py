@@ -137,7 +137,7 @@ def test_model_card_of_a_dp_run(saved):
         assert text in card, text
     assert "synthetic chest X-ray reports" in card and "Outside epsilon" in card
     assert "`metrics`" in card  # the engine's outside-epsilon fields are listed by name
-    assert "`extra.thresholds`" in card and "1/0 labels this model predicts use those tuned" in card
+    assert "`thresholds`" in card and "1/0 labels this model predicts use those tuned" in card
 
 
 def test_model_card_says_what_secure_means_and_that_checkpoints_are_secret(saved):
