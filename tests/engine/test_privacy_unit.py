@@ -177,6 +177,23 @@ def test_patient_level_epsilon_counts_patients(tiny_config, tiny_splits):
     assert p.group_epsilon == pytest.approx(p.epsilon_rdp)  # a patient is one unit
 
 
+def test_membership_members_are_reports_that_trained(tiny_config, tiny_splits):
+    """With a cap of one report per patient, the rest of each patient's reports never train: no member."""
+    ids = tiny_splits["train"]["patient_id"]
+    kept = {ids.index(pid) for pid in set(ids)}  # each patient's first report: what the cap keeps
+    assert len(kept) < len(ids)
+    cfg = tiny_config.replace(
+        mode="dp-lora",
+        noise_multiplier=1.0,
+        privacy_unit="patient",
+        max_reports_per_patient=1,
+        batch_size=8,
+        membership_sample=len(ids),  # as many as there are: every trained report, and only those
+    )
+    members = train(cfg, tiny_splits, progress=False).extra["membership"]["member_index"]
+    assert set(members) == kept and len(members) == len(kept)
+
+
 def test_report_level_runs_state_the_group_privacy_of_the_busiest_patient(tiny_config, tiny_splits):
     result = train(tiny_config.replace(mode="dp-lora", epsilon=2.0), tiny_splits, progress=False)
     ids = tiny_splits["train"]["patient_id"]
