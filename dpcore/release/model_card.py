@@ -175,7 +175,8 @@ SECURE_RNG = (
     "- Randomness: the Poisson sampler and the DP noise drew from generators seeded with 63 bits of the "
     "operating system's entropy (`os.urandom`), a seed that was never recorded: nobody, the trainer "
     'included, can replay which reports a step drew or the noise it added. "Secure" means this '
-    "unpredictable seed, not a cryptographic generator: the generators are torch's (Mersenne Twisters), "
+    "unpredictable seed, not a cryptographic generator: the generators are torch's (a Mersenne Twister "
+    "on the CPU, Philox on a GPU), "
     "because Opacus's cryptographic one (its `secure_mode` with `torchcsprng`) has no build for current "
     "torch; Opacus draws the noise in its floating-point-attack-resistant way. `train.seed` in the "
     "configuration sets only the initial weights and dropout, which the guarantee does not need secret."
