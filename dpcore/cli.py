@@ -36,6 +36,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     save = args.save_model is not None
     if save:
         _check_model_folder(args.save_model)
+        _check_secure_release(cfg)
 
     def fresh(c: RunConfig):
         return train(
@@ -84,6 +85,17 @@ def _check_model_folder(folder: str) -> None:
         raise ValueError(f"--save-model {folder}: is a file, not a folder")
     if path.is_dir() and any(path.iterdir()) and not (path / MANIFEST).is_file():
         raise ValueError(f"--save-model {folder}: folder is not empty and holds no saved classifier")
+
+
+def _check_secure_release(cfg: RunConfig) -> None:
+    """Refuse, before training, a DP model saved from seeded (replayable) generators: see
+    :func:`dpcore.release.saved_model.check_releasable`."""
+
+    if cfg.is_private and cfg.privacy.secure is False:
+        raise ValueError(
+            "--save-model with privacy.secure=false: the saved folder publishes train.seed, from which "
+            "anyone holding it could replay the DP noise; leave secure unset (or true) to save a model"
+        )
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
@@ -157,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--output", type=Path, help="also write the run's result JSON here")
     train.add_argument("--no-progress", action="store_true", help="no progress bars")
     train.add_argument(
-        "--checkpoint-dir", help="save checkpoints here every epoch; a killed run resumes from them"
+        "--checkpoint-dir",
+        help="save checkpoints here every epoch; a killed run resumes from them. They hold the noise "
+        "generators' states: keep them as secret as the training data (written readable by you only)",
     )
     train.add_argument("--checkpoint-every", type=int, help="also checkpoint every N steps")
     train.add_argument(
@@ -165,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="save the trained classifier (weights, tokenizer, thresholds, privacy report, model card) to "
         "DIR for `dpcore predict`. The run is then always trained, even when the results store holds it (a "
-        "stored result has no weights), with a secure RNG unless privacy.secure is set; its result is "
-        "stored only if the store has none for this configuration",
+        "stored result has no weights), a DP run with the secret RNG (privacy.secure=false is refused: "
+        "a released model must not be replayable); its result is stored only if the store has none for "
+        "this configuration. Checkpoints hold the RNG states: keep them as secret as the data",
     )
     train.add_argument(
         "--merge-adapters",

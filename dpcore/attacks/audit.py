@@ -29,6 +29,10 @@ training-set size (hence Opacus's sample rate 1 / ceil(N / B), the noise found f
 default δ) is treated as public, as the accountants do: δ is fixed from the largest possible N so that it
 does not depend on which canaries were drawn.
 
+**What is audited.** The run that trains is the mechanism the accountant certified: its sample rate, noise
+and steps are derived from N = the natural units plus the canaries included (each canary is its own unit,
+a report or a patient), and :func:`one_run_audit` refuses a run whose accountant counted anything else.
+
 >>> round(epsilon_lower_bound(m=1000, guesses=100, correct=75, delta=1e-4, confidence=0.95), 3)
 0.673
 >>> epsilon_lower_bound(m=100, guesses=10, correct=5, delta=0.0, confidence=0.95)
@@ -53,6 +57,8 @@ from dpcore.attacks.membership_losses import example_losses
 from dpcore.config import RunConfig
 from dpcore.pipeline import prepare_splits, train
 from dpcore.privacy import default_delta
+from dpcore.training import PrivacyReport
+from dpcore.training.run import privacy_units
 
 # Guess counts r of the default grid, as fractions of m (k+ = ceil(r / 2) "in", the rest "out").
 DEFAULT_GUESS_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 1.0)
@@ -213,6 +219,14 @@ class AuditResult:
     inclusion: list[bool] = field(repr=False)
     weighted_f1: float = math.nan
     seconds: float = math.nan
+    # The mechanism audited: its unit, how its per-sample gradients were computed, the units the accountant
+    # counted (the natural ones plus the canaries included), its sample rate and its steps.
+    unit: str = "report"
+    grad_sample_mode: str | None = None
+    natural_units: int = 0
+    units: int | None = None
+    sample_rate: float | None = None
+    steps: int | None = None
     # The trained model, when asked for (``one_run_audit(..., keep_model=True)``); never serialised.
     model: Any = field(default=None, repr=False, compare=False)
 
@@ -278,8 +292,10 @@ def one_run_audit(
     )
     result = train(cfg, train_splits, progress=progress, keep_model=True)
     assert result.model is not None
-    scores = -example_losses(result.model, pool, cfg=cfg)
+    natural = len(privacy_units(cfg, splits["train"], len(splits["train"])))
     privacy = result.privacy
+    check_accounted(privacy, natural=natural, included=int(inclusion.sum()))
+    scores = -example_losses(result.model, pool, cfg=cfg)
     delta = (
         privacy.delta
         if privacy is not None
@@ -302,7 +318,23 @@ def one_run_audit(
         weighted_f1=math.nan if result.weighted_f1 is None else result.weighted_f1,
         seconds=time.perf_counter() - t0,
         model=result.model if keep_model else None,
+        unit=cfg.privacy.privacy_unit,
+        grad_sample_mode=privacy.grad_sample_mode if privacy is not None else None,
+        natural_units=natural,
+        units=privacy.units if privacy is not None else None,
+        sample_rate=privacy.sample_rate if privacy is not None else None,
+        steps=privacy.steps if privacy is not None else None,
     )
+
+
+def check_accounted(privacy: PrivacyReport | None, *, natural: int, included: int) -> None:
+    """Refuse a canaries' run whose accountant did not count the natural units plus the canaries included:
+    its ε (and the q, σ and steps behind it) would belong to another mechanism than the one that trained."""
+    if privacy is not None and privacy.units != natural + included:
+        raise ValueError(
+            f"privacy.units: the canaries' run was accounted over {privacy.units} units, not the {natural} "
+            f"natural units plus the {included} canaries it trained on"
+        )
 
 
 def max_bound(

@@ -83,6 +83,11 @@ def _cmd_one_run(args: argparse.Namespace) -> int:
     )
     print(f"  lower bound on ε at {b.confidence:.0%} confidence (δ = {b.delta:g}): {b.epsilon_lower:.3f}")
     print(f"  accountant ε: RDP {_eps(result.epsilon_rdp)}, PRV {_eps(result.epsilon_prv)}")
+    if result.units is not None:
+        print(
+            f"  accounted over {result.units} {result.unit}s ({result.natural_units} natural, "
+            f"{result.included} canaries), per-sample gradients by {result.grad_sample_mode}"
+        )
     consistent = result.consistent()
     verdict = (
         "consistent: the bound does not exceed the reported ε"

@@ -196,7 +196,8 @@ class PrivacyConfig:
     privacy_unit: str = "report"
     max_reports_per_patient: int | None = None
     # Noise and sampling from the operating system's entropy: nobody (not even the seed's holder) can replay
-    # them. None: on when the run saves a model for release, off for reproducible research runs.
+    # them. None: on when the run saves a model for release, off for reproducible research runs. A DP model
+    # is never saved with it off (the saved folder publishes train.seed): that is refused, not released.
     secure: bool | None = None
 
     def __post_init__(self) -> None:

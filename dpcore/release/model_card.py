@@ -167,13 +167,37 @@ def _privacy_section(m: dict[str, Any]) -> list[str]:
         )
     else:
         lines.append("- Every patient has one training report: the report and patient guarantees coincide.")
-    lines.append(
-        "- Noise and sampling drew from the operating system's secure entropy source."
-        if p.get("secure_rng")
-        else "- Noise and sampling drew from **seeded** generators (a reproducible research run): whoever "
-        "holds the seed can replay them, which weakens the guarantee against them."
-    )
+    lines += _randomness_lines(bool(p.get("secure_rng")))
     return [*lines, ""]
+
+
+SECURE_RNG = (
+    "- Randomness: the Poisson sampler and the DP noise drew from generators seeded with 63 bits of the "
+    "operating system's entropy (`os.urandom`), a seed that was never recorded: nobody, the trainer "
+    'included, can replay which reports a step drew or the noise it added. "Secure" means this '
+    "unpredictable seed, not a cryptographic generator: the generators are torch's (a Mersenne Twister "
+    "on the CPU, Philox on a GPU), "
+    "because Opacus's cryptographic one (its `secure_mode` with `torchcsprng`) has no build for current "
+    "torch; Opacus draws the noise in its floating-point-attack-resistant way. `train.seed` in the "
+    "configuration sets only the initial weights and dropout, which the guarantee does not need secret."
+)
+SEEDED_RNG = (
+    "- Randomness: **seeded** generators (a reproducible research run). The seed is `train.seed` in this "
+    "folder's configuration, so anyone holding the folder can replay every step's noise and subtract it: "
+    "**epsilon does not hold against anyone with this folder.** Current dpcore refuses to save such a run."
+)
+CHECKPOINTS = (
+    "- Checkpoints: a training checkpoint (`--checkpoint-dir`) holds the generators' states, from which "
+    "its reader can recover the noise of every step, before it and after it (a Mersenne Twister's state "
+    "runs backwards as well as forwards; a GPU generator's state is its seed and offset). Keep "
+    "checkpoints as secret as the training data (dpcore writes them readable by their owner only) and "
+    "delete them once the model is saved; this folder holds none."
+)
+
+
+def _randomness_lines(secure: bool) -> list[str]:
+    """What the run's randomness was, what "secure" means, and why checkpoints are secret."""
+    return [SECURE_RNG if secure else SEEDED_RNG, CHECKPOINTS]
 
 
 def _coverage_section(m: dict[str, Any]) -> list[str]:
@@ -187,15 +211,15 @@ def _coverage_section(m: dict[str, Any]) -> list[str]:
         "data": "the exact number of reports in each split",
     }
     if m["threshold_source"] == "validation":
-        outside.setdefault(
-            "extra.thresholds", "per-label thresholds tuned on the validation split without noise"
-        )
+        outside.setdefault("thresholds", "per-label thresholds tuned on the validation split without noise")
     lines = [
         "## What epsilon covers",
         "",
         f"Covered: {covered}.",
         "",
-        "Outside epsilon (computed from private data without noise; this card shows some of them):",
+        "Outside epsilon: what this folder releases that was computed from private data without noise, or "
+        "that reveals the number of training units (which the accountants treat as public), each with what "
+        "it reveals:",
     ]
     lines += [f"- `{name}`: {why}" for name, why in sorted(outside.items())]
     if m["threshold_source"] == "validation" and m["privacy"]:

@@ -45,7 +45,9 @@ from dpcore.models import (
 )
 from dpcore.release.inference import DEFAULT_BATCH_SIZE, probabilities, use_onednn_linear
 from dpcore.release.model_card import model_card
+from dpcore.training.coverage import outside_epsilon
 from dpcore.training.precision import resolve_precision
+from dpcore.training.released import MANIFEST as MANIFEST_FIELDS
 from dpcore.training.result import PrivacyReport, RunResult, library_versions
 
 FORMAT = "dpcore-classifier"
@@ -78,11 +80,15 @@ def save_classifier(result: RunResult, folder: str | Path, *, merge: bool = Fals
 
     ``merge=True`` merges LoRA adapters into the encoder (``merge_and_unload``) and saves it whole: a
     self-contained folder, a little faster to predict with, that no longer needs the base encoder.
+
+    A DP run is saved only if its noise and sampling came from the secret generators (see
+    :func:`check_releasable`).
     """
     if not isinstance(result.model, MultiLabelClassifier):
         raise ValueError(
             "this run result has no model: train with keep_model=True (a stored result keeps none)"
         )
+    check_releasable(result.privacy)
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST).is_file():
         raise ValueError(f"model folder {folder}: exists and is not a saved classifier; choose an empty one")
@@ -99,6 +105,22 @@ def save_classifier(result: RunResult, folder: str | Path, *, merge: bool = Fals
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
     (folder / CARD).write_text(model_card(manifest))
     return folder
+
+
+def check_releasable(privacy: PrivacyReport | None) -> None:
+    """Refuse to release a DP model whose noise anyone with the folder could replay.
+
+    A research run seeds its sampler and noise from ``train.seed``, which the manifest publishes: whoever
+    holds the folder could regenerate every step's noise and subtract it, and epsilon would mean nothing
+    against them. Refusing (rather than warning in the card) keeps a replayable model from ever leaving as a
+    release; a non-private run promises nothing, so its seed changes nothing.
+    """
+    if privacy is not None and not privacy.secure_rng:
+        raise ValueError(
+            "privacy.secure_rng is false: this DP run's noise is seeded by train.seed, which the saved "
+            "folder publishes, so anyone holding it could replay the noise; train it for release "
+            "(`dpcore train --save-model`, train(..., release=True)) without privacy.secure=false"
+        )
 
 
 def _save_backbone(backbone: nn.Module, folder: Path, cfg: dict[str, Any], *, merge: bool) -> str:
@@ -142,7 +164,7 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
     n = len(result.label_names)
     name = cfg["model"]["model"]
     local = Path(name).is_dir()
-    return {
+    manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "weights": weights,
@@ -173,13 +195,18 @@ def build_manifest(result: RunResult, *, weights: str, base_sha256: str | None) 
         "reference_labels": result.has_reference_labels,
         "privacy": dataclasses.asdict(result.privacy) if result.privacy is not None else None,
         "covered_by_epsilon": result.covered_by_epsilon,
-        "outside_epsilon": dict(result.outside_epsilon),
         "privacy_warning": result.extra.get("privacy_warning"),
         "stop_reason": result.extra.get("stop_reason", "completed"),
         "code_fingerprint": result.code_fingerprint,
         "versions": {"trained_with": dict(result.versions), "saved_with": library_versions()},
         "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+    # What this folder releases outside epsilon, read from the manifest itself (the registry says why).
+    outside = outside_epsilon(manifest, private=result.privacy is not None, registry=MANIFEST_FIELDS)
+    if not thresholds:
+        outside.pop("thresholds", None)  # the configuration's own: nothing was tuned on private data
+    manifest["outside_epsilon"] = outside
+    return manifest
 
 
 def _metric_summary(metrics: dict[str, Any]) -> dict[str, float]:

@@ -1,8 +1,16 @@
-"""Checkpoints: the state a killed run resumes from (weights, optimiser, schedule, sampler and RNG states)."""
+"""Checkpoints: the state a killed run resumes from (weights, optimiser, schedule, sampler and RNG states).
+
+A checkpoint holds the states of the Poisson sampler's and the noise's generators: whoever reads one can
+recover which units every step drew and the noise it added, before the checkpoint and after it (a Mersenne
+Twister's state runs backwards as well as forwards; a GPU generator's state is its seed and offset).
+Checkpoints are therefore as secret as the training data: every file is written readable by its owner only
+(mode 0o600, folders 0o700), and a released model never contains one.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,20 +25,37 @@ from dpcore.training.engine import Engine
 from dpcore.training.result import EpochRecord
 
 CHECKPOINT_STATE = "state.pt"
+OWNER_FILE, OWNER_FOLDER = 0o600, 0o700
 
 
 def save_checkpoint(folder: Path, state: dict[str, Any], model: nn.Module, *, rank: int = 0) -> None:
     """Write ``state`` (trainable weights, optimizer, schedule, accountant history, sampler and RNG
-    states) atomically; LoRA adapters also go through PEFT's ``save_pretrained`` (rank 0)."""
-    folder.mkdir(parents=True, exist_ok=True)
+    states) atomically and readable by its owner only; LoRA adapters also go through PEFT's
+    ``save_pretrained`` (rank 0)."""
+    folder.mkdir(parents=True, exist_ok=True, mode=OWNER_FOLDER)
     name = CHECKPOINT_STATE if rank == 0 else f"state-rank{rank}.pt"
     tmp = folder / (name + ".tmp")
-    torch.save(state, tmp)
+    # Created 0o600 (not chmod-ed after writing): the generators' states are never readable by others.
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, OWNER_FILE), "wb") as fh:
+        os.fchmod(fh.fileno(), OWNER_FILE)  # a leftover .tmp keeps its old mode through O_CREAT
+        torch.save(state, fh)
     tmp.replace(folder / name)
     backbone = getattr(model, "backbone", None)
     if rank == 0 and hasattr(backbone, "peft_config"):
         backbone.save_pretrained(folder / "adapter")
         torch.save(model.head.state_dict(), folder / "head.pt")
+        owner_only(folder / "adapter")
+        owner_only(folder / "head.pt")
+
+
+def owner_only(path: Path) -> None:
+    """``path`` (a file, or a folder and everything under it) readable and writable by its owner only."""
+    if path.is_dir():
+        path.chmod(OWNER_FOLDER)
+        for child in path.rglob("*"):
+            child.chmod(OWNER_FOLDER if child.is_dir() else OWNER_FILE)
+    elif path.exists():
+        path.chmod(OWNER_FILE)
 
 
 def load_checkpoint(folder: Path, *, rank: int = 0) -> dict[str, Any] | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dpcore.training.result import PrivacyReport
+from dpcore.training.released import RESULT, Registry, outside_fields
 
 # The mark every displayed private diagnostic carries.
 OUTSIDE = "outside ε"
@@ -19,43 +19,23 @@ COVERED_PRIVATE = (
     "(the 0/1 labels too, unless their thresholds were tuned on the validation split)"
 )
 COVERED_NONE = "nothing: a non-private run has no privacy guarantee"
-
-# Always computed from private reports without noise.
-DIAGNOSTICS: dict[str, str] = {
-    "epochs.train_loss": "mean training loss per epoch, on private training reports without noise",
-    "epochs.val_loss": "validation loss per epoch, on private validation reports without noise",
-    "metrics": "test and validation metrics and their counts (support, F1, intervals), on private reports "
-    "without noise",
-    "data": "the exact number of reports in each split",
-}
-# Computed when the run does what the key names.
-OPTIONAL: dict[str, str] = {
-    "extra.thresholds": "per-label thresholds tuned on the private validation split without noise",
-    "extra.membership": "per-example losses of training and test reports (a membership attack's input)",
-    "extra.warm_start": "the public model's scores on the private test split, without noise",
-}
-PRIVACY_FIELDS: dict[str, str] = {
-    "privacy.units": "the exact number of units (reports or patients) in the training split",
-    "privacy.max_reports_per_patient": "the largest number of reports one patient has in the training split",
-    "privacy.group_epsilon": "derived from the largest number of reports per patient (a private count)",
-    "privacy.group_delta": "derived from the largest number of reports per patient (a private count)",
-}
+NOT_PRIVATE = "the trained weights themselves: a non-private run protects nothing"
 
 
-def outside_epsilon(*, private: bool, extra: dict[str, Any], privacy: PrivacyReport | None) -> dict[str, str]:
-    """The fields of a result computed from private data without noise, each with what it is.
+def outside_epsilon(
+    document: dict[str, Any], *, private: bool, registry: Registry = RESULT
+) -> dict[str, str]:
+    """The fields of ``document`` (a result's or a manifest's JSON) released outside epsilon, each with what
+    it reveals (the registry :mod:`dpcore.training.released`); a non-private run adds its weights.
 
-    >>> sorted(outside_epsilon(private=True, extra={"thresholds": [0.5]}, privacy=None))[:3]
-    ['data', 'epochs.train_loss', 'epochs.val_loss']
-    >>> "model" in outside_epsilon(private=False, extra={}, privacy=None)
+    >>> sorted(outside_epsilon({"data": {"train": 8}, "timings": {"train_seconds": 1.0}}, private=True))
+    ['data', 'timings']
+    >>> "model" in outside_epsilon({}, private=False)
     True
     """
-    out = dict(DIAGNOSTICS)
-    out.update({key: why for key, why in OPTIONAL.items() if key.split(".", 1)[1] in extra})
-    if privacy is not None:
-        out.update(PRIVACY_FIELDS)
+    out = outside_fields(document, registry=registry)
     if not private:
-        out["model"] = "the trained weights themselves: a non-private run protects nothing"
+        out["model"] = NOT_PRIVATE
     return out
 
 

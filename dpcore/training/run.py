@@ -199,8 +199,9 @@ def train(
         **thresholds,
     }
     if cfg.train.membership_sample:
-        extra["membership"] = membership_losses(cfg, engine.inner, enc, collate, device)
-    return RunResult(
+        trained = torch.cat(units.reports).sort().values.numpy()
+        extra["membership"] = membership_losses(cfg, engine.inner, enc, collate, device, trained=trained)
+    result = RunResult(
         config=cfg.to_dict(),
         config_hash=cfg.config_hash(),
         label_names=label_names,
@@ -219,9 +220,11 @@ def train(
         versions=library_versions(),
         extra=extra,
         covered_by_epsilon=covered_by_epsilon(private=cfg.is_private),
-        outside_epsilon=outside_epsilon(private=cfg.is_private, extra=extra, privacy=privacy),
         model=engine.inner if keep_model else None,
     )
+    # Every field the result releases outside epsilon, read from the result itself (nothing forgotten).
+    result.outside_epsilon = outside_epsilon(result.to_dict(), private=cfg.is_private)
+    return result
 
 
 def run_precision(cfg: RunConfig, device: torch.device) -> str:
@@ -286,13 +289,24 @@ def data_fingerprint(data: EncodedReports) -> str:
 
 
 def membership_losses(
-    cfg: RunConfig, model: torch.nn.Module, enc: dict[str, EncodedReports], collate: Any, device: torch.device
+    cfg: RunConfig,
+    model: torch.nn.Module,
+    enc: dict[str, EncodedReports],
+    collate: Any,
+    device: torch.device,
+    *,
+    trained: np.ndarray,
 ) -> dict[str, Any]:
     """Per-example losses of ``membership_sample`` random training reports (members) and as many test
-    reports (non-members), against the teacher's labels: the input of a membership attack, outside epsilon."""
+    reports (non-members), against the teacher's labels: the input of a membership attack, outside epsilon.
+
+    Members are drawn from ``trained``, the rows of the training split that the sampler could draw: a report
+    that the per-patient cap left out was never trained on, and counting it a member would understate the
+    attack.
+    """
     k = cfg.train.membership_sample
     rng = np.random.default_rng(cfg.train.seed)
-    members = np.sort(rng.choice(len(enc["train"]), size=min(k, len(enc["train"])), replace=False))
+    members = np.sort(rng.choice(trained, size=min(k, len(trained)), replace=False))
     nonmembers = np.sort(rng.choice(len(enc["test"]), size=min(k, len(enc["test"])), replace=False))
 
     def losses(data: EncodedReports, rows: np.ndarray) -> list[float]:

@@ -1,6 +1,7 @@
 """The one-run audit: the bound against hand-computed cases and the paper's printed values, its monotonicity,
-and three runs of the tiny model: without DP (a clearly positive bound), with DP (never above the
-accountant's ε) and the same DP run with Opacus's noise switched off (the audit catches it)."""
+and runs of the tiny model: without DP (a clearly positive bound), and on every DP path (LoRA by hooks, full
+fine-tuning by ghost clipping, the patient unit) with DP (never above the accountant's ε, accounted over the
+natural units plus the canaries) and with Opacus's noise switched off (the audit catches it)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from dpcore.attacks.audit_bugs import noise_disabled
 from dpcore.attacks.cli import register
 from dpcore.config import RunConfig
 from dpcore.pipeline import prepare_splits
+from dpcore.privacy import epsilons
 
 
 # -- the bound ----------------------------------------------------------------------------------------------
@@ -109,25 +111,42 @@ def test_guessing_and_the_union_bound_over_the_grid():
     assert flipped.epsilon_lower == 0.0 and all(t.correct == 0 for t in flipped.tests[:-1])
 
 
-# -- three runs of the tiny model ---------------------------------------------------------------------------
+# -- every DP path of the tiny model, and its planted bug ------------------------------------------------------
+# Each DP path with its own way of computing per-sample gradients: LoRA by Opacus's hooks, full fine-tuning by
+# ghost clipping, and the patient unit (hooks, with the reports of each patient averaged into one row). The
+# tiny corpus has patients with several reports; each canary is its own patient.
+PATHS: dict[str, tuple[dict, str, str]] = {
+    "dp-lora": ({"mode": "dp-lora"}, "hooks", "report"),
+    "dp-full": ({"mode": "dp-full"}, "ghost", "report"),
+    "patient": ({"mode": "dp-lora", "privacy_unit": "patient"}, "hooks", "patient"),
+}
+EPSILON = 0.5  # small enough that the noise-off twins, whose training ignores ε, lie far above it
+
+
 @pytest.fixture(scope="module")
-def audits(tiny_model: str):
-    """No DP; DP at ε = 1; the same DP run with Opacus's noise off. Each a few seconds."""
-    base = {
+def audit_base(tiny_model: str) -> dict:
+    # Every layer's adapters and a fast head: enough memorisation that a run without noise is caught.
+    return {
         "model": tiny_model,
         "n_reports": 40,
         "max_length": 48,
-        "epochs": 5,
+        "epochs": 10,
         "batch_size": 16,
         "learning_rate": 1e-2,
-        "lora_targets": ["query", "value"],
+        "head_learning_rate": 0.1,
     }
-    splits = prepare_splits(RunConfig.from_flat(base))
-    private = RunConfig.from_flat({**base, "mode": "dp-full", "epsilon": 1.0})
-    out = {"full": one_run_audit(RunConfig.from_flat({**base, "mode": "full"}), splits, canaries=100)}
-    out["dp"] = one_run_audit(private, splits, canaries=100)
-    with noise_disabled():
-        out["bug"] = one_run_audit(private, splits, canaries=100)
+
+
+@pytest.fixture(scope="module")
+def audits(audit_base: dict):
+    """No DP; each DP path at ε = 0.5; each again with Opacus's noise off. A few seconds each."""
+    splits = prepare_splits(RunConfig.from_flat(audit_base))
+    out = {"full": one_run_audit(RunConfig.from_flat({**audit_base, "mode": "full"}), splits, canaries=100)}
+    for path, (flat, _, _) in PATHS.items():
+        private = RunConfig.from_flat({**audit_base, **flat, "epsilon": EPSILON})
+        out[path] = one_run_audit(private, splits, canaries=100)
+        with noise_disabled():
+            out[f"{path} bug"] = one_run_audit(private, splits, canaries=100)
     return out
 
 
@@ -138,25 +157,50 @@ def test_without_dp_the_bound_is_clearly_positive(audits):
     assert res.epsilon_lower > 1.5
 
 
-def test_with_dp_the_bound_stays_below_the_accountants_epsilon(audits):
-    res = audits["dp"]
-    assert 0 < res.epsilon_prv <= res.epsilon_rdp <= 1.0 + 1e-6
+@pytest.mark.parametrize("path", list(PATHS))
+def test_with_dp_the_bound_stays_below_the_accountants_epsilon(audits, path):
+    res = audits[path]
+    assert (res.grad_sample_mode, res.unit) == PATHS[path][1:]
+    assert 0 < res.epsilon_prv <= res.epsilon_rdp <= EPSILON + 1e-6
     assert res.epsilon_lower <= res.reported_epsilon
     assert check_consistent(res) is res
 
 
-def test_a_planted_bug_in_opacus_fails_the_audit(audits):
-    dp, bug = audits["dp"], audits["bug"]
-    # The same run in everything the accountant sees: the configuration, σ, ε, δ and the canary draw.
-    assert (bug.config_hash, bug.noise_multiplier, bug.epsilon_rdp, bug.epsilon_prv, bug.delta) == (
-        dp.config_hash,
-        dp.noise_multiplier,
-        dp.epsilon_rdp,
-        dp.epsilon_prv,
-        dp.delta,
+@pytest.mark.parametrize("path", list(PATHS))
+def test_the_canaries_run_is_accounted_over_the_natural_units_and_the_canaries_in_it(audits, path):
+    res = audits[path]
+    assert res.units == res.natural_units + res.included
+    assert res.sample_rate == pytest.approx(1 / math.ceil(res.units / 16))  # q from n + included
+    assert res.epsilon_rdp == pytest.approx(
+        epsilons(history=[(res.noise_multiplier, res.sample_rate, res.steps)], delta=res.delta)["rdp"]
     )
-    assert bug.inclusion == dp.inclusion and bug.noise_multiplier > 1
-    assert bug.epsilon_lower > bug.reported_epsilon + 0.5 and not bug.consistent()
+    if path == "patient":
+        assert res.natural_units < 31  # patients, fewer than the 31 training reports
+
+
+def test_a_run_accounted_over_other_units_is_refused(audit_base, monkeypatch):
+    """The accounting clause's planted bug: the canaries train, but the accountant counts n alone."""
+    real = audit.train
+
+    def without_canaries(cfg, splits, **kwargs):
+        result = real(cfg, splits, **kwargs)
+        result.privacy.units = 31  # the natural reports only
+        return result
+
+    monkeypatch.setattr(audit, "train", without_canaries)
+    cfg = RunConfig.from_flat({**audit_base, "mode": "dp-lora", "epsilon": EPSILON, "epochs": 1})
+    with pytest.raises(ValueError, match=r"privacy.units: .* accounted over 31 units, not the 31 natural"):
+        one_run_audit(cfg, canaries=20)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+def test_a_planted_bug_in_opacus_fails_the_audit(audits, path):
+    dp, bug = audits[path], audits[f"{path} bug"]
+    # The same run in everything the accountant sees: the configuration, σ, ε, δ, the units and the canaries.
+    seen = ("config_hash", "noise_multiplier", "epsilon_rdp", "epsilon_prv", "delta", "units", "inclusion")
+    assert [getattr(bug, k) for k in seen] == [getattr(dp, k) for k in seen]
+    assert bug.noise_multiplier > 1 and bug.grad_sample_mode == dp.grad_sample_mode
+    assert bug.epsilon_lower > bug.reported_epsilon + 0.25 and not bug.consistent()
     with pytest.raises(AuditViolation, match="exceeds the reported"):
         check_consistent(bug)
 
@@ -188,7 +232,7 @@ def test_one_run_command_prints_the_bound_beside_epsilon(tiny_model, tmp_path, c
 
 
 def test_one_run_command_exits_non_zero_on_a_violation(audits, monkeypatch, capsys):
-    monkeypatch.setattr(audit, "one_run_audit", lambda cfg, **kw: audits["bug"])
+    monkeypatch.setattr(audit, "one_run_audit", lambda cfg, **kw: audits["dp-lora bug"])
     args = _parser().parse_args(["audit", "one-run", "--set", "mode=dp-full", "--set", "epsilon=1"])
     assert args.func(args) == 1
     assert "VIOLATION" in capsys.readouterr().out

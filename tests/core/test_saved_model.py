@@ -46,8 +46,8 @@ def saved(
     for name, (overrides, merge) in KINDS.items():
         cfg = RunConfig.from_flat({**tiny_config.to_flat(), **overrides})
         key = cfg.config_hash()
-        if key not in results:
-            results[key] = train(cfg, tiny_splits, keep_model=True, progress=False)
+        if key not in results:  # trained for release: a DP model is saved only from the secret RNG
+            results[key] = train(cfg, tiny_splits, keep_model=True, progress=False, release=True)
         result = results[key]
         expected = probabilities(result.model, tokenizer, texts, max_length=cfg.model.max_length)
         tuned = result.extra.get("thresholds")
@@ -137,7 +137,40 @@ def test_model_card_of_a_dp_run(saved):
         assert text in card, text
     assert "synthetic chest X-ray reports" in card and "Outside epsilon" in card
     assert "`metrics`" in card  # the engine's outside-epsilon fields are listed by name
-    assert "`extra.thresholds`" in card and "1/0 labels this model predicts use those tuned" in card
+    assert "`thresholds`" in card and "1/0 labels this model predicts use those tuned" in card
+
+
+def test_model_card_says_what_secure_means_and_that_checkpoints_are_secret(saved):
+    folder = saved["dp-lora"][0]
+    assert json.loads((folder / MANIFEST).read_text())["privacy"]["secure_rng"] is True
+    card = " ".join((folder / "README.md").read_text().split())
+    for text in (
+        "63 bits of the operating system's entropy",
+        "not a cryptographic generator",
+        "`torchcsprng`",
+        "Keep checkpoints as secret as the training data",
+        "readable by their owner only",
+    ):
+        assert text in card, text
+    assert "whoever holds the seed" not in card
+
+
+def test_a_replayable_dp_run_is_not_saved(tiny_config, tiny_splits, tmp_path, capsys):
+    """A research run's noise is seeded by train.seed, which the folder would publish: no release."""
+    cfg = tiny_config.replace(mode="dp-lora", noise_multiplier=1.0)
+    research = train(cfg, tiny_splits, keep_model=True, progress=False)
+    assert research.privacy.secure_rng is False
+    with pytest.raises(ValueError, match="privacy.secure_rng is false: .* could replay the noise"):
+        save_classifier(research, tmp_path / "research")
+    assert not (tmp_path / "research").exists()
+    # The command refuses before it trains: a one-line error, exit status 2, nothing written.
+    sets = {**{k: v for k, v in tiny_config.to_flat().items() if k in ("model", "n_reports", "max_length")}}
+    flat = [f"--set={k}={v}" for k, v in {**sets, "mode": "dp-lora", "noise_multiplier": 1.0}.items()]
+    argv = ["train", *flat, "--set=secure=false", "--results", "", "--save-model", str(tmp_path / "cli")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--save-model with privacy.secure=false" in err
+    assert not (tmp_path / "cli").exists()
 
 
 def test_model_card_of_a_non_private_run(saved):

@@ -8,6 +8,7 @@ import json
 import datasets
 import pytest
 import torch
+from opacus.optimizers import DPOptimizer
 
 from dpcore.cli import main
 from dpcore.config import RunConfig
@@ -24,7 +25,9 @@ from dpcore.training import (
     train,
     train_step,
 )
+from dpcore.training.loop import Loop
 
+_REAL_CHUNK = Loop._chunk  # the honest chunking, for the planted-bug twin
 REPORTS = [
     "small left pleural effusion with adjacent atelectasis",
     "heart size is mildly enlarged. no pneumothorax.",
@@ -84,6 +87,63 @@ def test_patient_chunks_keep_every_patient_whole():
             assert members in ({0, 2, 5}, {1, 4}, {3})
 
 
+def _clipped_rows(monkeypatch) -> list[int]:
+    """Record, at every clipping (every physical chunk), how many per-sample-gradient rows Opacus clips:
+    one per privacy unit. Every trainable parameter must hold the same number."""
+    rows: list[int] = []
+    real = DPOptimizer.clip_and_accumulate
+
+    def spy(self):
+        counts = {len(g) for g in self.grad_samples}
+        assert len(counts) == 1, counts
+        rows.append(counts.pop())
+        return real(self)
+
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", spy)
+    return rows
+
+
+def _patients_at_q1(tiny_config, tiny_splits) -> tuple[RunConfig, int, int]:
+    """The patient unit at sample rate 1 (the batch is every patient, so every step draws them all), in
+    physical chunks of 8 reports: several chunks a step, several patients a chunk."""
+    patients = len(set(tiny_splits["train"]["patient_id"]))
+    cfg = tiny_config.replace(
+        mode="dp-lora",
+        noise_multiplier=1.0,
+        privacy_unit="patient",
+        batch_size=patients,
+        physical_batch_size=8,
+        epochs=2,
+    )
+    return cfg, patients, len(tiny_splits["train"])
+
+
+# Opacus's PRV accountant takes log(1 - q): at q = 1 it warns (and still returns epsilon).
+AT_Q1 = pytest.mark.filterwarnings("ignore:divide by zero encountered in log:RuntimeWarning")
+
+
+@AT_Q1
+def test_patient_unit_clips_one_gradient_row_per_patient_end_to_end(tiny_config, tiny_splits, monkeypatch):
+    cfg, patients, reports = _patients_at_q1(tiny_config, tiny_splits)
+    assert reports > patients  # patients with several reports, where averaging matters
+    rows = _clipped_rows(monkeypatch)
+    result = train(cfg, tiny_splits, progress=False)
+    p = result.privacy
+    assert (p.unit, p.units, p.sample_rate, p.steps) == ("patient", patients, 1.0, 2)
+    assert len(rows) > p.steps  # several physical chunks a step
+    assert sum(rows) == patients * p.steps  # one row per patient per step, not one per report
+
+
+@AT_Q1
+def test_dropping_the_patient_grouping_is_caught(tiny_config, tiny_splits, monkeypatch):
+    """The planted-bug twin: a loop that no longer passes the grouping clips one row per report."""
+    cfg, patients, reports = _patients_at_q1(tiny_config, tiny_splits)
+    rows = _clipped_rows(monkeypatch)
+    monkeypatch.setattr(Loop, "_chunk", lambda self, r, group: _REAL_CHUNK(self, r, None))
+    result = train(cfg, tiny_splits, progress=False)
+    assert sum(rows) == reports * result.privacy.steps != patients * result.privacy.steps
+
+
 def _one_report_per_patient(splits: datasets.DatasetDict) -> datasets.DatasetDict:
     return datasets.DatasetDict(
         {name: ds.map(lambda row: {"patient_id": row["id"]}) for name, ds in splits.items()}
@@ -115,6 +175,23 @@ def test_patient_level_epsilon_counts_patients(tiny_config, tiny_splits):
     assert (p.epsilon_rdp, p.epsilon_prv) == (expected["rdp"], expected["prv"])
     assert p.epsilon_rdp <= 4.0 + 1e-6
     assert p.group_epsilon == pytest.approx(p.epsilon_rdp)  # a patient is one unit
+
+
+def test_membership_members_are_reports_that_trained(tiny_config, tiny_splits):
+    """With a cap of one report per patient, the rest of each patient's reports never train: no member."""
+    ids = tiny_splits["train"]["patient_id"]
+    kept = {ids.index(pid) for pid in set(ids)}  # each patient's first report: what the cap keeps
+    assert len(kept) < len(ids)
+    cfg = tiny_config.replace(
+        mode="dp-lora",
+        noise_multiplier=1.0,
+        privacy_unit="patient",
+        max_reports_per_patient=1,
+        batch_size=8,
+        membership_sample=len(ids),  # as many as there are: every trained report, and only those
+    )
+    members = train(cfg, tiny_splits, progress=False).extra["membership"]["member_index"]
+    assert set(members) == kept and len(members) == len(kept)
 
 
 def test_report_level_runs_state_the_group_privacy_of_the_busiest_patient(tiny_config, tiny_splits):
@@ -187,6 +264,22 @@ def test_a_resume_over_other_data_is_refused(tiny_config, tiny_splits, tmp_path)
     fewer = datasets.DatasetDict({**tiny_splits, "train": tiny_splits["train"].select(range(80))})
     with pytest.raises(ValueError, match="other data or accounting .*data_fingerprint"):
         train(cfg, fewer, progress=False, checkpoint_dir=tmp_path)
+
+
+def test_checkpoints_are_readable_by_their_owner_only(tiny_config, tiny_splits, tmp_path):
+    """A checkpoint holds the noise generators' states: as secret as the data, so mode 0o600."""
+    cfg = tiny_config.replace(mode="dp-lora", noise_multiplier=1.0, epochs=2)
+    folder = tmp_path / "ckpt"
+    with pytest.raises(TrainingInterrupted):
+        train(cfg, tiny_splits, progress=False, checkpoint_dir=folder, stop_after_steps=2)
+    assert "generators" in load_checkpoint(folder)
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert {p.name for p in files} >= {"state.pt", "head.pt"}
+    assert {p.relative_to(folder).as_posix(): oct(p.stat().st_mode & 0o777) for p in files} == {
+        p.relative_to(folder).as_posix(): oct(0o600) for p in files
+    }
+    for d in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        assert d.stat().st_mode & 0o077 == 0, d
 
 
 class _Twice(torch.nn.Module):
