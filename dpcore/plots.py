@@ -150,7 +150,8 @@ def legend_below(fig: Any, axes: Any, *, ncol: int = 3) -> None:
 # Padded cells, numbers that do not wrap, and a container that scrolls sideways instead of widening the page.
 TABLE_STYLE = (
     "<style>.dp-table th, .dp-table td {font-size: 0.85em; padding: 0.25em 0.6em} "
-    ".dp-table td {white-space: nowrap} .dp-table.dp-wrap td {white-space: normal; min-width: 6em}</style>"
+    ".dp-table td {white-space: nowrap} .dp-table.dp-wrap td {white-space: normal; min-width: 6em} "
+    ".dp-table.dp-wrap th, .dp-table.dp-wrap td {text-align: left}</style>"
 )
 
 
