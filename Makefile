@@ -1,6 +1,7 @@
 # Two commands do everything on a fresh machine with Python 3.11 and the package registries:
 #   make book   set up .venv if needed, execute every notebook (papermill), build the HTML book
 #   make test   set up .venv if needed, lint, and run the tests
+#   make lab    open the chapters (notebooks/*.md) as notebooks in JupyterLab, to change a cell and run it
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(CONSTRAINTS) | sha256su
 # The Python that `make weights` installs into: the project's venv, or `make weights PY=python` (conda).
 PY ?= $(BIN)/python
 
-.PHONY: book test test-all lint format clean setup browser weights
+.PHONY: book test test-all lint format clean setup browser weights lab
 
 setup: $(STAMP) browser
 
@@ -38,6 +39,20 @@ weights:
 
 book: $(STAMP)
 	$(BIN)/python book/build.py
+
+# JupyterLab on the chapters. jupytext opens each MyST notebook (notebooks/*.md) as a notebook (the overrides
+# make "Jupytext Notebook" the default viewer of Markdown files) and pairs it with an .ipynb beside it, which
+# keeps the outputs (git ignores notebooks/*.ipynb); saving writes both. Kernels start in the repository root,
+# as `make book` runs the chapters (an IPython startup file of the venv's own), so that `results_dir` finds the
+# studies' stored runs: run `make book` first. JupyterLab (the `lab` extra) is installed on first use.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings
+LAB_IPYTHON := $(VENV)/ipython
+lab: $(STAMP)
+	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install -q $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) -e ".[lab]"
+	mkdir -p $(LAB_SETTINGS) $(LAB_IPYTHON)/profile_default/startup
+	echo '{"@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Jupytext Notebook", "myst": "Jupytext Notebook"}}}' > $(LAB_SETTINGS)/overrides.json
+	echo 'import os; os.chdir("$(CURDIR)")' > $(LAB_IPYTHON)/profile_default/startup/00-repository-root.py
+	IPYTHONDIR="$(CURDIR)/$(LAB_IPYTHON)" $(BIN)/jupyter lab --ContentsManager.formats="ipynb,md:myst" notebooks
 
 # ruff, then import-linter: the package's layers (pyproject.toml, [tool.importlinter]).
 lint: $(STAMP)

@@ -1,8 +1,9 @@
-"""One figure style for the whole book, and the names of the runs a study table holds.
+"""One figure style for the whole book, the names of the runs a study table holds, and the glue helpers.
 
 Chapters draw from the tidy study table (:func:`dpcore.study.study_table`); this module names each row's
-*series* (what kind of training it was) the same way everywhere, and draws the figures that more than one
-chapter needs. seaborn and matplotlib are imported lazily: the library itself does not need them.
+*series* (what kind of training it was) the same way everywhere, draws the figures that more than one
+chapter needs, and glues values and tables into the prose (:func:`glue_value`, :func:`glue_table`) the same
+way in every chapter. myst_nb and IPython are imported lazily: the library itself does not need them.
 
 >>> import pandas as pd
 >>> rows = pd.DataFrame({"mode": ["lora", "dp-lora", "dp-lora", "lora"], "warm_start": [None, None, "synthetic", None],
@@ -142,3 +143,67 @@ def legend_below(fig: Any, axes: Any, *, ncol: int = 3) -> None:
                 labels.append(label)
     fig.legend(handles, labels, loc="lower center", ncol=ncol, frameon=False, bbox_to_anchor=(0.5, -0.02))
     fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(labels) // (ncol + 1)), 1, 1))
+
+
+# ---- glued values and tables: every number in the prose comes from an executed cell ----
+
+# Padded cells, numbers that do not wrap, and a container that scrolls sideways instead of widening the page.
+TABLE_STYLE = (
+    "<style>.dp-table th, .dp-table td {font-size: 0.85em; padding: 0.25em 0.6em} "
+    ".dp-table td {white-space: nowrap} .dp-table.dp-wrap td {white-space: normal; min-width: 6em} "
+    ".dp-table.dp-wrap th, .dp-table.dp-wrap td {text-align: left}</style>"
+)
+
+
+class Plain(str):
+    """A string that glues without quotes."""
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+def _glue(name: str, value: Any) -> None:
+    from myst_nb import glue
+
+    glue(name, value, display=False)
+
+
+def glue_value(name: str, value: Any) -> None:
+    """Glue a plain Python value (the strict build refuses numpy and torch scalars)."""
+    _glue(name, value.item() if hasattr(value, "item") else value)
+
+
+def glue_all(**values: Any) -> None:
+    """:func:`glue_value` for each keyword."""
+    for name, value in values.items():
+        glue_value(name, value)
+
+
+def table_html(frame: pd.DataFrame, float_format: str = "{:.3f}", *, wrap: bool = False) -> str:
+    """A table as HTML with padded cells, in a container that scrolls sideways inside the page. Cells keep
+    to one line unless ``wrap`` (for columns of sentences).
+
+    >>> "padding" in table_html(pd.DataFrame({"a": [0.12345]})) and "0.123" in table_html(pd.DataFrame({"a": [0.12345]}))
+    True
+    """
+    html = frame.to_html(na_rep="", float_format=float_format.format, classes="dataframe", escape=True)
+    classes = "dp-table dp-wrap" if wrap else "dp-table"
+    return f'{TABLE_STYLE}<div class="{classes}" style="overflow-x: auto">{html}</div>'
+
+
+def glue_table(name: str, frame: pd.DataFrame, float_format: str = "{:.3f}", *, wrap: bool = False) -> None:
+    """Glue :func:`table_html` of ``frame`` (shown with ``glue:figure``)."""
+    from IPython.display import HTML
+
+    _glue(name, HTML(table_html(frame, float_format, wrap=wrap)))
+
+
+def with_interval(value: float, lo: float, hi: float, digits: int = 3) -> str:
+    """A value with its 95% interval in brackets, or the value alone where there is no interval.
+
+    >>> with_interval(0.5, 0.4, 0.61), with_interval(0.5, float("nan"), float("nan"), digits=2)
+    ('0.500 [0.400, 0.610]', '0.50')
+    """
+    if lo is None or _missing(lo) or hi is None or _missing(hi):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"

@@ -44,6 +44,9 @@ def copy_book(dest: Path) -> Path:
     shutil.copytree(ROOT / "benchmarks", dest / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     (dest / "book").mkdir()
     shutil.copytree(ROOT / "book" / "archive", dest / "book" / "archive")
+    shutil.copytree(
+        ROOT / "book" / "_ext", dest / "book" / "_ext", ignore=shutil.ignore_patterns("__pycache__")
+    )
     shutil.copytree(ROOT / "studies", dest / "studies")
     for page in (ROOT / "book").glob("*.md"):
         shutil.copy(page, dest / "book" / page.name)
