@@ -37,11 +37,7 @@ readercheck = _load("book_readercheck", HERE / "readercheck.py")
 # Pages whose tables are still wider than the article at the browser's 1280 px, with how many such tables each
 # has in the tiny build: to be reshaped (fewer columns, long-to-wide) or given a wider layout. Strict like
 # KNOWN_CONSOLE_ERRORS: a page with more wide tables fails, and one with fewer fails until its count is lowered.
-KNOWN_WIDE_TABLES: dict[str, int] = {
-    # Every run of the grid in one table (ε by two accountants, δ, σ, four scores with intervals): to become a
-    # long-to-wide table or a wider layout when the chapter's tables are next reshaped.
-    "book/notebooks/privacy_utility.html": 1,
-}
+KNOWN_WIDE_TABLES: dict[str, int] = {}
 
 # Console errors the real book has because of its toolchain, each with its cause. The allowance is strict:
 # a known error that no longer occurs fails the test, so that its entry here is removed.
