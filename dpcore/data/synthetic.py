@@ -373,8 +373,10 @@ def generate_reports(
                 findings[r] += "."
         planted.append({"text": c, "ids": [ids[r] for r in rows]})
 
+    female = _patient_sexes(findings, patient_of, n_patients, seed)
     for i in range(n):
-        texts[i] = _assemble(bank, prng, findings[i], impressions[i], patient_details)
+        sex = female[int(patient_of[i])]
+        texts[i] = _assemble(bank, prng, findings[i], impressions[i], patient_details, female=sex)
 
     return make_dataset(
         {
@@ -392,9 +394,34 @@ def generate_reports(
     )
 
 
-def _assemble(bank: dict, rng: random.Random, findings: str, impression: str, details: bool) -> str:
+_FEMALE = {"man": "woman", "male": "female"}
+_MALE = {"woman": "man", "female": "male"}
+
+
+def _patient_sexes(findings: list[str], patient_of: np.ndarray, n_patients: int, seed: int) -> list[bool]:
+    """Each patient's sex (True: female), the same in all their reports: female where any of their Findings
+    mentions breast tissue, else drawn from a generator of its own (so that every other word of a corpus is
+    what it was before patients had a sex).
+
+    >>> _patient_sexes(["Dense breast tissue limits evaluation.", "Clear lungs.", "Clear."], np.array([0, 1, 1]), 2, 0)[0]
+    True
+    """
+    female = [bool(x) for x in np.random.default_rng([seed, 7]).random(n_patients) < 0.5]
+    for text, p in zip(findings, patient_of, strict=True):
+        if "breast" in text.lower():
+            female[int(p)] = True
+    return female
+
+
+def _assemble(
+    bank: dict, rng: random.Random, findings: str, impression: str, details: bool, *, female: bool
+) -> str:
     """The whole report around Findings and Impression, in the layout of the source it imitates."""
-    ind = rng.choice(bank["indication"]).replace("{sex}", rng.choice(("man", "woman", "male", "female")))
+    ind = rng.choice(bank["indication"])
+    # The draw picks the wording (a noun or an adjective); the patient fixes the sex.
+    word = rng.choice(("man", "woman", "male", "female"))
+    word = (_FEMALE if female else _MALE).get(word, word)
+    ind = ind.replace("{sex}", word)
     tech = rng.choice(bank["technique"])
     if details:
         date = f"{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}/{rng.randint(2011, 2019)}"

@@ -106,6 +106,23 @@ def test_patients_have_several_studies(cxr):
     assert counts.max() > 3 and 1.5 < counts.mean() < 4
 
 
+def test_each_patient_has_one_sex_and_only_women_have_breast_tissue(cxr):
+    import re
+
+    female_of: dict[str, set[bool]] = {}
+    for text, findings, patient in zip(cxr["text"], cxr["findings"], cxr["patient_id"], strict=True):
+        word = re.search(r"\b(man|woman|male|female)\b", text)
+        if word:
+            female = word.group(1) in ("woman", "female")
+            female_of.setdefault(patient, set()).add(female)
+            assert female or "breast" not in findings.lower(), (
+                f"a male patient's report mentions breast: {findings}"
+            )
+    assert all(len(v) == 1 for v in female_of.values())
+    shares = [next(iter(v)) for v in female_of.values()]
+    assert 0.4 < np.mean(shares) < 0.8 and sum("breast" in f.lower() for f in cxr["findings"]) > 10
+
+
 def test_patient_details_and_canaries():
     canary = "My canary phrase is 7719 bluebird."
     ds = generate_reports(n=1000, seed=0, patient_details=True, canaries=[canary], canary_repeats=3)
