@@ -7,7 +7,8 @@ book/archive/baseline_schedule.jsonl: the flat parameters, the validation weight
 the choice), the per-epoch validation loss, seconds, the CPU's flags and the commit. The tuning chapter reads
 the file; ``studies/grid.yml`` says which schedule was taken.
 
-Run from the repository root: ``python benchmarks/baseline_schedule.py [--threads 2] [--only cxr|ct]``.
+Run from the repository root:
+``python benchmarks/baseline_schedule.py [--threads 2] [--only cxr|ct] [--mode lora|full] [--epochs 10 15]``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dpcore.study import Study
 from dpcore.training.precision import cpu_flags
 
 OUT = Path("book/archive/baseline_schedule.jsonl")
-EPOCHS = {"lora": (3, 6, 10, 15), "full": (3, 6, 10)}
+EPOCHS = {"lora": (3, 6, 10, 15), "full": (3, 6, 10, 15)}
 
 
 def candidates(corpus: str) -> list:
@@ -45,12 +46,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--only", choices=("cxr", "ct"), help="one corpus (two processes can share the work)")
+    parser.add_argument("--mode", choices=tuple(EPOCHS), help="one mode")
+    parser.add_argument("--epochs", type=int, nargs="*", help="only these numbers of epochs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     corpora = [f"synthetic-{args.only}"] if args.only else ["synthetic-cxr", "synthetic-ct"]
     for corpus in corpora:
-        configs = candidates(corpus)
+        configs = [
+            c
+            for c in candidates(corpus)
+            if (args.mode is None or c.train.mode == args.mode)
+            and (not args.epochs or c.train.epochs in args.epochs)
+        ]
         splits = prepare_splits(configs[0])
         for cfg in configs:
             t0 = time.perf_counter()
