@@ -1,6 +1,10 @@
 """Train the `data_size` study's `scale`-profile runs that the quick build does not (the larger sizes) and
 write their results to book/archive/data_size/ (one RunResult JSON each), with provenance beside them.
 
+Runs already archived are kept (their provenance entries too); archived runs whose configuration the study no
+longer has are removed. So after a schedule changes, only the changed runs train again, and each provenance
+entry names the commit and date of its own run.
+
 Run from the repository root: ``python benchmarks/archive_data_size.py [--threads 2]``.
 """
 
@@ -32,6 +36,15 @@ def main() -> None:
     quick = {c.config_hash() for c in study.configs("quick")}
     todo = [c for c in study.configs("scale") if c.config_hash() not in quick]
     OUT.mkdir(parents=True, exist_ok=True)
+    wanted = {c.config_hash() for c in todo}
+    old = json.loads((OUT / "provenance.json").read_text()) if (OUT / "provenance.json").exists() else {}
+    runs = [r for r in old.get("runs", []) if r["config_hash"] in wanted]
+    for r in runs:  # entries of a file written before entries carried their own commit and date
+        r.setdefault("commit", old.get("commit"))
+        r.setdefault("date", old.get("date"))
+    for stale in OUT.glob("*.json"):
+        if stale.name != "provenance.json" and stale.stem not in wanted:
+            stale.unlink()
     store = ResultStore(args.results)
     # The code the runs train with: read before any of them starts (a later commit is not theirs).
     commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -40,8 +53,9 @@ def main() -> None:
             ["git", "status", "--porcelain", "dpcore", "studies"], capture_output=True, text=True
         ).stdout.strip()
     )
-    runs = []
     for cfg in todo:
+        if (OUT / f"{cfg.config_hash()}.json").exists():
+            continue
         t0 = time.perf_counter()
         result = run(cfg, store=store, progress=False)
         result.save(OUT / f"{cfg.config_hash()}.json")
@@ -51,20 +65,22 @@ def main() -> None:
                 "n_reports": cfg.data.n_reports,
                 "mode": cfg.train.mode,
                 "epsilon": cfg.privacy.epsilon,
+                "epochs": cfg.train.resolved().epochs,
                 "seconds": round(time.perf_counter() - t0, 1),
                 "weighted_f1": round(result.weighted_f1, 4),
+                "commit": commit,
+                "uncommitted_changes_in_dpcore_or_studies": dirty,
+                "date": time.strftime("%Y-%m-%d"),
             }
         )
         print(json.dumps(runs[-1]), flush=True)
     provenance = {
         "command": "python benchmarks/archive_data_size.py",
-        "commit": commit,
-        "uncommitted_changes_in_dpcore_or_studies": dirty,
+        "note": old.get("note", ""),
         "machine": platform.processor() or platform.machine(),
         "cpu_flags": list(cpu_flags()),
         "torch_threads": args.threads,
         "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
         "runs": runs,
     }
     (OUT / "provenance.json").write_text(json.dumps(provenance, indent=1) + "\n")

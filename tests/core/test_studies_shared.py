@@ -54,3 +54,23 @@ def test_every_profile_of_every_study_expands_to_valid_runs(name, profile):
     assert configs
     private = [c for c in configs if c.is_private]
     assert all(c.privacy.poisson_sampling for c in private)
+
+
+def test_the_quick_profiles_non_private_epochs_are_the_validation_choice():
+    """LoRA and full fine-tuning train for the epochs chosen on validation (book/archive/baseline_schedule.jsonl)
+    in the grid and in every quick study with a non-private row, so that no gap is measured against a baseline
+    stopped early."""
+    import json
+
+    import pandas as pd
+
+    from dpcore.study.selection import chosen_epochs
+
+    archive = STUDIES.parent / "book" / "archive" / "baseline_schedule.jsonl"
+    runs = pd.DataFrame([json.loads(line) for line in archive.read_text().splitlines()])
+    choice = chosen_epochs(runs)
+    assert set(choice) == {"lora", "full"}
+    for name in ("grid", "data_size", "model_size", "ct_length"):
+        for c in Study.load(STUDIES / f"{name}.yml").configs("quick"):
+            if c.train.mode in choice and c.model.trainable_layers != 0:
+                assert c.train.resolved().epochs == choice[c.train.mode], (name, c.to_flat())
