@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from dpcore.pipeline import ResultStore, run
+from dpcore.pipeline import ResultStore, archived_runs, run
 from dpcore.study import Study
 from dpcore.training.precision import cpu_flags
 
@@ -36,14 +36,17 @@ def main() -> None:
     quick = {c.config_hash() for c in study.configs("quick")}
     todo = [c for c in study.configs("scale") if c.config_hash() not in quick]
     OUT.mkdir(parents=True, exist_ok=True)
-    wanted = {c.config_hash() for c in todo}
+    # Archived runs are matched by their configuration as this code reads it (archived_runs), so a run saved
+    # before a new option existed still counts; its file keeps the name (the hash) it was saved under.
+    kept = archived_runs(OUT, todo)
+    saved_as = {r.config_hash for r in kept.values()}
     old = json.loads((OUT / "provenance.json").read_text()) if (OUT / "provenance.json").exists() else {}
-    runs = [r for r in old.get("runs", []) if r["config_hash"] in wanted]
+    runs = [r for r in old.get("runs", []) if r["config_hash"] in saved_as]
     for r in runs:  # entries of a file written before entries carried their own commit and date
         r.setdefault("commit", old.get("commit"))
         r.setdefault("date", old.get("date"))
     for stale in OUT.glob("*.json"):
-        if stale.name != "provenance.json" and stale.stem not in wanted:
+        if stale.name != "provenance.json" and stale.stem not in saved_as:
             stale.unlink()
     store = ResultStore(args.results)
     # The code the runs train with: read before any of them starts (a later commit is not theirs).
@@ -54,7 +57,7 @@ def main() -> None:
         ).stdout.strip()
     )
     for cfg in todo:
-        if (OUT / f"{cfg.config_hash()}.json").exists():
+        if cfg.config_hash() in kept:
             continue
         t0 = time.perf_counter()
         result = run(cfg, store=store, progress=False)

@@ -5,7 +5,7 @@ the store itself, keyed by configuration hash (:mod:`~dpcore.pipeline.results`).
 command line run experiments through these functions.
 """
 
-from dpcore.pipeline.results import ResultStore, code_fingerprint
+from dpcore.pipeline.results import ResultStore, archived_runs, code_fingerprint
 from dpcore.pipeline.runs import run, train
 from dpcore.pipeline.splits import SYNTHETIC, load_reports, make_teacher, prepare_splits
 from dpcore.pipeline.warm_start import PUBLIC_SEED_OFFSET, public_config
@@ -14,6 +14,7 @@ __all__ = [
     "PUBLIC_SEED_OFFSET",
     "SYNTHETIC",
     "ResultStore",
+    "archived_runs",
     "code_fingerprint",
     "load_reports",
     "make_teacher",

@@ -79,3 +79,29 @@ class ResultStore:
         result.code_fingerprint = code_fingerprint()
         self.put(result)
         return result
+
+
+def archived_runs(folder: str | Path, configs: list[RunConfig]) -> dict[str, RunResult]:
+    """The results in ``folder`` (one RunResult JSON each) that are runs of ``configs``: config hash -> result.
+
+    An archived run is matched by its configuration as this code reads it (fields added since it was trained
+    take their defaults), not by the hash it was saved under: a new option whose default reproduces the old
+    behaviour must not orphan the archive. A file whose configuration no longer parses is skipped.
+
+    >>> import tempfile
+    >>> archived_runs(tempfile.mkdtemp(), [RunConfig()])
+    {}
+    """
+    wanted = {cfg.config_hash() for cfg in configs}
+    found: dict[str, RunResult] = {}
+    for path in sorted(Path(folder).glob("*.json")):
+        if path.name == "provenance.json":
+            continue
+        result = RunResult.load(path)
+        try:
+            key = RunConfig.from_dict(result.config).config_hash()
+        except (ValueError, TypeError):
+            continue
+        if key in wanted:
+            found[key] = result
+    return found

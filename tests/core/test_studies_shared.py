@@ -74,3 +74,18 @@ def test_the_quick_profiles_non_private_epochs_are_the_validation_choice():
         for c in Study.load(STUDIES / f"{name}.yml").configs("quick"):
             if c.train.mode in choice and c.model.trainable_layers != 0:
                 assert c.train.resolved().epochs == choice[c.train.mode], (name, c.to_flat())
+
+
+def test_the_data_size_archive_holds_every_larger_scale_run_and_nothing_else():
+    """The book reads the scale profile's larger sizes from book/archive/data_size/. A configuration change
+    that orphans an archived run (it no longer matches any scale run) or leaves a scale run unarchived fails
+    here, not silently in the chapter's figure."""
+    from dpcore.pipeline import archived_runs
+
+    study = Study.load(STUDIES / "data_size.yml")
+    quick = {c.config_hash() for c in study.configs("quick")}
+    larger = [c for c in study.configs("scale") if c.config_hash() not in quick]
+    folder = STUDIES.parent / "book" / "archive" / "data_size"
+    found = archived_runs(folder, larger)
+    files = [p for p in folder.glob("*.json") if p.name != "provenance.json"]
+    assert set(found) == {c.config_hash() for c in larger} and len(files) == len(larger)
