@@ -79,7 +79,6 @@ def main() -> None:
         print(json.dumps(runs[-1]), flush=True)
     provenance = {
         "command": "python benchmarks/archive_data_size.py",
-        "note": old.get("note", ""),
         "machine": platform.processor() or platform.machine(),
         "cpu_flags": list(cpu_flags()),
         "torch_threads": args.threads,
