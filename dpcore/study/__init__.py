@@ -19,6 +19,7 @@ from dpcore.study.tables import (
     paired_interval,
     per_label_long,
     save_table,
+    spearman_interval,
     study_table,
 )
 
@@ -28,6 +29,7 @@ __all__ = [
     "StudyError",
     "aggregate_seeds",
     "paired_interval",
+    "spearman_interval",
     "describe",
     "per_label_long",
     "plan",

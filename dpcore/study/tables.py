@@ -218,6 +218,27 @@ def paired_interval(differences: Sequence[float], *, level: float = 0.95) -> tup
     return mean, mean - half, mean + half
 
 
+def spearman_interval(
+    x: Sequence[float], y: Sequence[float], *, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Spearman's rho of ``x`` and ``y`` with its interval by Fisher's z and the Fieller-Hartley-Pearson
+    variance 1.06 / (n - 3); the interval is NaN with fewer than four pairs or |rho| = 1, rho NaN without
+    variation to rank.
+
+    >>> rho, lo, hi = spearman_interval([1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 4, 3, 6, 5, 8, 7])
+    >>> round(rho, 3), round(lo, 3), round(hi, 3)
+    (0.905, 0.534, 0.984)
+    """
+    xs, ys = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(xs) < 3 or len(np.unique(xs)) < 2 or len(np.unique(ys)) < 2:
+        return math.nan, math.nan, math.nan
+    rho = float(stats.spearmanr(xs, ys).statistic)
+    if len(xs) < 4 or abs(rho) >= 1:
+        return rho, math.nan, math.nan
+    half = float(stats.norm.ppf((1 + level) / 2)) * math.sqrt(1.06 / (len(xs) - 3))
+    return rho, math.tanh(math.atanh(rho) - half), math.tanh(math.atanh(rho) + half)
+
+
 def save_table(table: pd.DataFrame, path: str | Path) -> Path:
     """Write ``table`` as CSV (per-label columns included); returns the path."""
     path = Path(path)
