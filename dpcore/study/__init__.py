@@ -19,7 +19,6 @@ from dpcore.study.tables import (
     paired_interval,
     per_label_long,
     save_table,
-    spearman_interval,
     study_table,
 )
 
@@ -29,7 +28,6 @@ __all__ = [
     "StudyError",
     "aggregate_seeds",
     "paired_interval",
-    "spearman_interval",
     "describe",
     "per_label_long",
     "plan",
